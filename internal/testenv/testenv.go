@@ -1,0 +1,180 @@
+// Package testenv starts the real servers the tests need — redis-server and
+// a NATS JetStream server — on free loopback ports, and lets a test stop and
+// restart them to inject outages.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+)
+
+// FreePort answers a loopback TCP port that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Redis is a redis-server process owned by one test.
+type Redis struct {
+	tb   testing.TB
+	Addr string // host:port
+	dir  string
+	port int
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// StartRedis starts redis-server on a free port, without persistence, and
+// stops it when the test ends. The test is skipped when redis-server is not
+// installed and TESTENV_REQUIRE is unset; CI sets it so that nothing skips.
+func StartRedis(tb testing.TB) *Redis {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("TESTENV_REQUIRE") != "" {
+			tb.Fatalf("redis-server not installed: %v", err)
+		}
+		tb.Skip("redis-server not installed")
+	}
+	r := &Redis{tb: tb, dir: tb.TempDir(), port: FreePort(tb)}
+	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// Start (re)starts the server on its port. It waits until it accepts
+// connections.
+func (r *Redis) Start() {
+	r.tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return
+	}
+	cmd := exec.Command("redis-server",
+		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir,
+		"--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		r.tb.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	waitTCP(r.tb, r.Addr)
+}
+
+// Stop kills the server. Data is lost, as after a crash without persistence.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// NATS is an in-process NATS server with JetStream and file storage, owned by
+// one test. Its storage survives Stop and Start, as a real restart's does.
+type NATS struct {
+	tb   testing.TB
+	URL  string
+	port int
+	dir  string
+
+	mu  sync.Mutex
+	srv *natsserver.Server
+}
+
+// StartNATS starts a JetStream-enabled NATS server on a free port and shuts
+// it down when the test ends.
+func StartNATS(tb testing.TB) *NATS {
+	tb.Helper()
+	n := &NATS{tb: tb, port: FreePort(tb), dir: tb.TempDir()}
+	n.URL = fmt.Sprintf("nats://127.0.0.1:%d", n.port)
+	n.Start()
+	tb.Cleanup(n.Stop)
+	return n
+}
+
+// Start (re)starts the server on its port with its previous storage.
+func (n *NATS) Start() {
+	n.tb.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.srv != nil {
+		return
+	}
+	opts := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      n.port,
+		JetStream: true,
+		StoreDir:  n.dir,
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	srv, err := natsserver.NewServer(opts)
+	if err != nil {
+		n.tb.Fatalf("nats server: %v", err)
+	}
+	go srv.Start() // Owned by n; ends on Shutdown in Stop.
+	if !srv.ReadyForConnections(10 * time.Second) {
+		n.tb.Fatalf("nats server not ready on port %d", n.port)
+	}
+	n.srv = srv
+}
+
+// Stop shuts the server down; clients see the connection drop.
+func (n *NATS) Stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.srv == nil {
+		return
+	}
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+	n.srv = nil
+}
+
+// waitTCP waits up to 10s for addr to accept a connection.
+func waitTCP(tb testing.TB, addr string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			// redis-server accepts before it has loaded; a PING proves it.
+			_, _ = c.Write([]byte("PING\r\n"))
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if line == "+PONG\r\n" {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("%s did not accept connections: %v", addr, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
