@@ -126,7 +126,7 @@ var retryableCodes = map[string]bool{"SYSTEMERROR": true, "BANKERROR": true, "FR
 // 429), and failures whose outcome is unknown — transport errors, timeouts and
 // 5xx answers without a WeChat code (a 502 from a proxy). Every other WeChat
 // error, a local validation error and a signature failure are not retryable.
-// A cancelled parent context is not retryable either: the caller gave up.
+// A canceled parent context is not retryable either: the caller gave up.
 func Retryable(err error) bool {
 	if err == nil {
 		return false

@@ -46,6 +46,10 @@ func (PrivateKey) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("REDACTED"
 // LogValue redacts the key from slog records.
 func (PrivateKey) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
+// MarshalJSON redacts the key from JSON, which slog's JSONHandler uses for
+// structs that contain it.
+func (PrivateKey) MarshalJSON() ([]byte, error) { return []byte(`"REDACTED"`), nil }
+
 // APIv3Key is the 32-byte key that encrypts notifications. It prints as
 // REDACTED in every fmt verb and slog record.
 type APIv3Key []byte
@@ -64,6 +68,10 @@ func (APIv3Key) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("REDACTED"))
 
 // LogValue redacts the key from slog records.
 func (APIv3Key) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
+// MarshalJSON redacts the key from JSON; without it a struct holding the key
+// would print it in Base64 through slog's JSONHandler.
+func (APIv3Key) MarshalJSON() ([]byte, error) { return []byte(`"REDACTED"`), nil }
 
 // Validate reports whether the key has the size WeChat Pay issues.
 func (k APIv3Key) Validate() error {

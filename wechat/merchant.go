@@ -3,6 +3,7 @@ package wechat
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 )
@@ -23,6 +24,20 @@ type Merchant struct {
 	// Platform verifies WeChat Pay's signatures: platform certificates and/or
 	// the WeChat Pay public key.
 	Platform *Verifier
+}
+
+// LogValue logs the merchant's public identity only: mchid, certificate
+// serial and trusted platform serials.
+func (m Merchant) LogValue() slog.Value { // value receiver: covers Merchant and *Merchant
+	var serials []string
+	if m.Platform != nil {
+		serials = m.Platform.Serials()
+	}
+	return slog.GroupValue(
+		slog.String("mchid", m.MchID),
+		slog.String("serial", m.Serial),
+		slog.Any("platform_serials", serials),
+	)
 }
 
 // Validate reports the first missing or malformed credential. It never

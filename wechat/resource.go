@@ -47,7 +47,7 @@ var ErrDecrypt = errors.New("wechat: cannot decrypt notification resource")
 // key; other key sizes are rejected rather than silently using AES-128/192.
 func DecryptResource(key APIv3Key, r Resource) ([]byte, error) {
 	if err := key.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrDecrypt, err)
 	}
 	if r.Algorithm != AlgorithmAES256GCM {
 		return nil, fmt.Errorf("%w: algorithm %q", ErrDecrypt, r.Algorithm)

@@ -39,7 +39,7 @@ func (t TradeType) Path() string { return "/v3/combine-transactions/" + string(t
 // configuration, never inferred from a request.
 type Flavour string
 
-// The product flavours and their sub-order limits.
+// Each product flavour and its sub-order limits.
 const (
 	// FlavourMerchant is 直连商户 合单支付: 2–10 sub-orders, no sub_mchid.
 	FlavourMerchant Flavour = "merchant"

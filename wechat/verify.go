@@ -4,6 +4,7 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,8 +32,9 @@ const ClockSkewDefault = 5 * time.Minute
 // certificate rotation and the move to public-key mode need no downtime. It is
 // safe for concurrent use.
 type Verifier struct {
-	mu   sync.RWMutex
-	keys map[string]*rsa.PublicKey
+	mu    sync.RWMutex
+	keys  map[string]*rsa.PublicKey
+	order []string // serials in the order they were first added
 
 	// Skew is the accepted clock difference. Defaults to ClockSkewDefault.
 	Skew time.Duration
@@ -43,8 +45,13 @@ type Verifier struct {
 // NewVerifier answers a verifier that trusts the given keys, keyed by serial.
 func NewVerifier(keys map[string]*rsa.PublicKey) *Verifier {
 	v := &Verifier{keys: make(map[string]*rsa.PublicKey, len(keys))}
-	for s, k := range keys {
-		v.keys[s] = k
+	serials := make([]string, 0, len(keys))
+	for s := range keys {
+		serials = append(serials, s)
+	}
+	slices.Sort(serials) // map order is random; keep Serials deterministic
+	for _, s := range serials {
+		v.AddKey(s, keys[s])
 	}
 	return v
 }
@@ -57,6 +64,9 @@ func (v *Verifier) AddKey(serial string, key *rsa.PublicKey) {
 	if v.keys == nil {
 		v.keys = make(map[string]*rsa.PublicKey)
 	}
+	if _, ok := v.keys[serial]; !ok {
+		v.order = append(v.order, serial)
+	}
 	v.keys[serial] = key
 }
 
@@ -65,24 +75,34 @@ func (v *Verifier) RemoveKey(serial string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.keys, serial)
+	v.order = slices.DeleteFunc(v.order, func(s string) bool { return s == serial })
 }
 
-// Serials answers the trusted serials, public-key IDs first, then the others
-// in no particular order. The first is what a client sends as the request's
-// Wechatpay-Serial so that WeChat Pay signs the answer with a key it knows.
+// Serials answers the trusted serials: public-key IDs (PUB_KEY_ID_…) first,
+// then platform certificate serials, each group in the order the keys were
+// added (NewVerifier adds its map's keys in sorted order). The order is
+// deterministic. The first serial is the preferred one: a client sends it as
+// the request's Wechatpay-Serial so that WeChat Pay signs the answer with a
+// key it knows — the public key once there is one, since it never expires.
 func (v *Verifier) Serials() []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	out := make([]string, 0, len(v.keys))
-	for s := range v.keys {
+	out := make([]string, 0, len(v.order))
+	for _, s := range v.order {
 		if strings.HasPrefix(s, PublicKeyIDPrefix) {
-			out = append([]string{s}, out...)
-		} else {
+			out = append(out, s)
+		}
+	}
+	for _, s := range v.order {
+		if !strings.HasPrefix(s, PublicKeyIDPrefix) {
 			out = append(out, s)
 		}
 	}
 	return out
 }
+
+// Has reports whether serial is trusted.
+func (v *Verifier) Has(serial string) bool { return v.key(serial) != nil }
 
 func (v *Verifier) key(serial string) *rsa.PublicKey {
 	v.mu.RLock()
@@ -98,10 +118,16 @@ func (v *Verifier) now() time.Time {
 }
 
 // Verify checks the Wechatpay-* headers over the raw body: all four headers
-// present, a known serial, a timestamp within Skew of now, a SHA256withRSA
-// signature that is not a WECHATPAY/SIGNTEST/ probe. Every failure wraps
-// ErrSignature.
+// present, a known serial, a timestamp within Skew of now (NowFunc), a
+// SHA256withRSA signature that is not a WECHATPAY/SIGNTEST/ probe. Every
+// failure wraps ErrSignature.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
+	return v.VerifyAt(h, body, v.now())
+}
+
+// VerifyAt is Verify with the current time given, for callers that own the
+// clock (a Client with Config.NowFunc).
+func (v *Verifier) VerifyAt(h http.Header, body []byte, now time.Time) error {
 	ts, nonce, sig, serial := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature), h.Get(HeaderSerial)
 	switch {
 	case ts == "":
@@ -124,7 +150,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 	if skew == 0 {
 		skew = ClockSkewDefault
 	}
-	if d := v.now().Sub(time.Unix(sec, 0)); d > skew || d < -skew {
+	if d := now.Sub(time.Unix(sec, 0)); d > skew || d < -skew {
 		return fmt.Errorf("%w: timestamp %d is %s away from now, beyond %s", ErrSignature, sec, d.Round(time.Second), skew)
 	}
 	key := v.key(serial)
