@@ -1,15 +1,3 @@
-// Package idempotency deduplicates combine orders on (combine_mchid,
-// combine_out_trade_no) across any number of workers.
-//
-// A worker claims an order's key before it calls WeChat Pay. The claim is a
-// lease with a fencing token; the holder either completes it with the
-// outcome, which every later duplicate receives unchanged, or releases it
-// after a retryable failure. A holder that dies loses its lease when it
-// expires, and the next claimant gets a larger token, so the dead holder's
-// late Complete or Release is refused.
-//
-// Two backends implement [Store] and pass one conformance suite: Redis
-// ([NewRedis]) and NATS JetStream KV ([NewKV]).
 package idempotency
 
 import (
@@ -74,21 +62,27 @@ type Claim struct {
 
 // Store claims, completes and releases order keys. Implementations are safe
 // for concurrent use by many goroutines and processes.
+//
+// Every method returns an error wrapping ErrUnavailable if the store cannot
+// be reached or does not answer in time; the caller must fail closed.
 type Store interface {
 	// Claim tries to take key for a request with the given fingerprint (a
-	// hash of its canonical body) for the lease duration.
+	// hash of its canonical body) for the lease duration; a lease of zero
+	// or less means LeaseDefault. It answers exactly one State.
 	// Returns ErrUnavailable if the store cannot be reached.
 	Claim(ctx context.Context, key Key, fingerprint string, lease time.Duration) (Claim, error)
-	// Extend renews the caller's lease during a long call.
-	// Returns ErrStaleToken if token no longer holds the key.
+	// Extend renews the caller's lease during a long call: it then lasts
+	// lease (LeaseDefault if zero or less) from now.
+	// Returns ErrStaleToken if token no longer holds a live lease on key.
 	Extend(ctx context.Context, key Key, token uint64, lease time.Duration) error
-	// Complete stores the outcome for ttl and ends the lease; duplicates
-	// then get StateDone with this outcome.
-	// Returns ErrStaleToken if token no longer holds the key.
+	// Complete stores the outcome for ttl (OutcomeTTLDefault if zero or
+	// less) and ends the lease; duplicates with the same fingerprint then
+	// get StateDone with this outcome.
+	// Returns ErrStaleToken if token no longer holds a live lease on key.
 	Complete(ctx context.Context, key Key, token uint64, outcome []byte, ttl time.Duration) error
 	// Release gives the key up after a retryable failure, so the next claim
 	// succeeds at once.
-	// Returns ErrStaleToken if token no longer holds the key.
+	// Returns ErrStaleToken if token no longer holds a live lease on key.
 	Release(ctx context.Context, key Key, token uint64) error
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error

@@ -36,6 +36,7 @@ type Redis struct {
 	Addr string // host:port
 	dir  string
 	port int
+	args []string // extra redis-server arguments
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -46,13 +47,21 @@ type Redis struct {
 // installed and TESTENV_REQUIRE is unset; CI sets it so that nothing skips.
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
+	return StartRedisWith(tb)
+}
+
+// StartRedisWith is StartRedis with extra redis-server arguments, such as
+// "--user", "app", "on", ">secret", "~*", "+@all" or a TLS port
+// ("--tls-port", …). The plain port stays open: Start waits on it.
+func StartRedisWith(tb testing.TB, args ...string) *Redis {
+	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("TESTENV_REQUIRE") != "" {
 			tb.Fatalf("redis-server not installed: %v", err)
 		}
 		tb.Skip("redis-server not installed")
 	}
-	r := &Redis{tb: tb, dir: tb.TempDir(), port: FreePort(tb)}
+	r := &Redis{tb: tb, dir: tb.TempDir(), port: FreePort(tb), args: args}
 	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
 	r.Start()
 	tb.Cleanup(r.Stop)
@@ -68,10 +77,12 @@ func (r *Redis) Start() {
 	if r.cmd != nil {
 		return
 	}
-	cmd := exec.Command("redis-server",
+	args := append([]string{
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
-		"--logfile", filepath.Join(r.dir, "redis.log"))
+		"--logfile", filepath.Join(r.dir, "redis.log"),
+	}, r.args...)
+	cmd := exec.Command("redis-server", args...) //nolint:gosec // G204: arguments come from the test itself
 	if err := cmd.Start(); err != nil {
 		r.tb.Fatalf("start redis-server: %v", err)
 	}
