@@ -54,3 +54,42 @@ fmt: ## Format the code (gofmt and goimports through golangci-lint).
 .PHONY: tidy
 tidy: ## Tidy go.mod and go.sum.
 	$(GO) mod tidy
+
+# ---- container image and Kubernetes (Dockerfile, deploy/) ----
+IMAGE  ?= orderworker:$(VERSION)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+.PHONY: image
+image: ## Build the container image (docker build); without a running engine, build its static binaries into bin/image.
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "docker build -t $(IMAGE) ."; \
+	  docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	else \
+	  echo "image: no container engine is running; running the image's build steps (deploy/image/build.sh) with go build into $(BIN)/image"; \
+	  GO=$(GO) VERSION=$(VERSION) COMMIT=$(COMMIT) sh deploy/image/build.sh $(BIN)/image; \
+	  ls -l $(BIN)/image; \
+	fi
+
+.PHONY: k8s-check
+k8s-check: ## Render every deploy/k8s overlay; check it against the Kubernetes, KEDA and Prometheus schemas and the code.
+	$(GO) test -count=1 -v ./deploy/k8s/ 2>&1 | grep -Ev '^(=== (RUN|PAUSE|CONT)|    --- PASS)'
+
+# ---- demo and benchmark (cmd/demo, cmd/loadgen, bench/) ----
+.PHONY: demo
+demo: ## Run the whole product on this machine (embedded NATS, simulator with faults, worker, notifier) and print a summary.
+	$(GO) run ./cmd/demo
+
+.PHONY: bench
+bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md} (about 3 minutes).
+	$(GO) run ./bench
+
+CHAOS_ORDERS       ?= 10000
+CHAOS_SHORT_ORDERS ?= 2000
+
+.PHONY: chaos
+chaos: ## Chaos suite: real servers, 3 workers, notifier, 10,000 orders under kills, restarts and WeChat faults (SEED=n replays).
+	$(GO) run ./cmd/chaos -orders $(CHAOS_ORDERS) -timeout 20m $(if $(SEED),-seed $(SEED))
+
+.PHONY: chaos/short
+chaos/short: ## The chaos suite for CI: 2,000 orders, the same disruptions, within about 3 minutes (SEED=n replays).
+	$(GO) run ./cmd/chaos -orders $(CHAOS_SHORT_ORDERS) -publish-rate 50 -timeout 8m $(if $(SEED),-seed $(SEED))

@@ -1,0 +1,241 @@
+package loadgen
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/wechat"
+)
+
+// scenario drives a tally with synthetic publications and events.
+type scenario struct {
+	t     *Tally
+	start time.Time
+}
+
+func newScenario() *scenario {
+	return &scenario{t: NewTally("RUN1"), start: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func key(n string) OrderKey { return OrderKey{MchID: "1900000109", OutTradeNo: "RUN1" + n} }
+
+// send publishes order n of kind k, acknowledged.
+func (s *scenario) send(n string, k Kind) *Job {
+	j := &Job{Key: key(n), Kind: k, TradeType: "jsapi", CreatedAt: s.start}
+	s.t.Sent(j)
+	s.t.Acked(j, false, s.start)
+	return j
+}
+
+func (s *scenario) created(n, prepay string, after time.Duration) bool {
+	k := key(n)
+	return s.t.Created(&events.PrepayCreated{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, PrepayID: prepay, Attempts: 1}, s.start.Add(after))
+}
+
+func (s *scenario) failed(n, code string) {
+	k := key(n)
+	s.t.Failed(&events.PrepayFailed{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, Code: code, Attempts: 0}, s.start.Add(time.Millisecond))
+}
+
+func (s *scenario) dead(n string) {
+	k := key(n)
+	s.t.DeadLettered(&events.DeadLetter{Reason: events.ReasonInvalid, CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo})
+}
+
+func (s *scenario) paid(n, txn string) {
+	k := key(n)
+	s.t.PaymentSucceeded(&events.PaymentSucceeded{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, CombineTransactionID: txn})
+}
+
+func TestTally_Violations(t *testing.T) {
+	tests := []struct {
+		name     string
+		play     func(s *scenario)
+		creates  map[OrderKey]int
+		maxCreat int
+		want     map[string]int // violation counts by kind
+	}{
+		{"every order one outcome", func(s *scenario) {
+			s.send("1", KindValid)
+			s.send("2", KindValid)
+			s.send("3", KindInvalid)
+			s.created("1", "wx1", 10*time.Millisecond)
+			s.created("2", "wx2", 20*time.Millisecond)
+			s.failed("3", events.CodeInvalidJob)
+			s.dead("3")
+		}, nil, 0, map[string]int{}},
+		{"republished identical outcome is no violation", func(s *scenario) {
+			s.send("1", KindValid)
+			s.send("1", KindValid) // duplicate publication
+			s.created("1", "wx1", time.Millisecond)
+			s.created("1", "wx1", 2*time.Millisecond)
+		}, nil, 0, map[string]int{}},
+		{"conflicting prepay_id", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.created("1", "wx2", 2*time.Millisecond)
+		}, nil, 0, map[string]int{ViolationConflictingPrepay: 1}},
+		{"missing outcome", func(s *scenario) {
+			s.send("1", KindValid)
+			s.send("2", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+		}, nil, 0, map[string]int{ViolationMissingOutcome: 1}},
+		{"created and failed", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.failed("1", "SYSTEMERROR")
+		}, nil, 0, map[string]int{ViolationMultipleOutcomes: 1}},
+		{"invalid job created and not dead-lettered", func(s *scenario) {
+			s.send("1", KindInvalid)
+			s.created("1", "wx1", time.Millisecond)
+		}, nil, 0, map[string]int{ViolationUnexpectedOutcome: 1, ViolationMissingDeadLetter: 1}},
+		{"valid job refused as invalid", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", "PARAM_ERROR")
+		}, nil, 0, map[string]int{ViolationUnexpectedOutcome: 1}},
+		{"valid job failing at WeChat Pay is fine", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", events.CodeRetriesExhausted)
+		}, nil, 0, map[string]int{}},
+		{"outcome of an order never published", func(s *scenario) {
+			s.created("9", "wx9", time.Millisecond)
+			// Another run's order is ignored.
+			s.t.Created(&events.PrepayCreated{CombineMchID: "1", CombineOutTradeNo: "OTHER1", PrepayID: "x"}, s.start)
+		}, nil, 0, map[string]int{ViolationUnknownOrder: 1}},
+		{"publication never acknowledged expects nothing", func(s *scenario) {
+			j := &Job{Key: key("1"), Kind: KindValid, CreatedAt: s.start}
+			s.t.Sent(j)
+			s.t.PublishFailed(j)
+		}, nil, 0, map[string]int{}},
+		{"payments: missing and duplicate", func(s *scenario) {
+			for _, n := range []string{"1", "2", "3"} {
+				s.send(n, KindValid)
+				s.created(n, "wx"+n, time.Millisecond)
+				s.t.PayRequested(key(n), nil)
+			}
+			s.paid("1", "T1")
+			s.paid("1", "T1") // a repeated notification is one payment
+			s.paid("2", "T2")
+			s.paid("2", "T2b")
+		}, nil, 0, map[string]int{ViolationMissingPayment: 1, ViolationDuplicatePayment: 1}},
+		{"failed payment expects no event", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.t.PayRequested(key("1"), errors.New("simulator down"))
+		}, nil, 0, map[string]int{}},
+		{"simulator counts", func(s *scenario) {
+			s.send("1", KindValid)
+			s.send("2", KindValid)
+			s.send("3", KindValid)
+			s.send("4", KindInvalid)
+			for _, n := range []string{"1", "2", "3"} {
+				s.created(n, "wx"+n, time.Millisecond)
+			}
+			s.failed("4", events.CodeInvalidJob)
+			s.dead("4")
+		}, map[OrderKey]int{key("1"): 1, key("3"): 3, key("4"): 1}, 2,
+			map[string]int{ViolationSimCreateMissing: 1, ViolationSimTooManyCreates: 1, ViolationSimCreatedInvalid: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newScenario()
+			tt.play(s)
+			r := s.t.Report(tt.creates, tt.maxCreat)
+			if diff := cmp.Diff(tt.want, r.ViolationCounts); diff != "" {
+				t.Errorf("violation counts (-want +got):\n%s\nviolations: %+v", diff, r.Violations)
+			}
+			if got, want := r.OK, len(tt.want) == 0; got != want {
+				t.Errorf("OK = %v, want %v", got, want)
+			}
+			if len(r.Violations) != r.ViolationTotal {
+				t.Errorf("%d violations listed, total %d", len(r.Violations), r.ViolationTotal)
+			}
+		})
+	}
+}
+
+func TestTally_Counts(t *testing.T) {
+	s := newScenario()
+	for i, n := range []string{"1", "2", "3", "4"} {
+		s.send(n, KindValid)
+		s.created(n, "wx"+n, time.Duration(i+1)*10*time.Millisecond)
+	}
+	dup := &Job{Key: key("1"), Kind: KindValid, CreatedAt: s.start, Duplicate: true}
+	s.t.Sent(dup)
+	s.t.Acked(dup, true, s.start)
+	late := &Job{Key: key("2"), Kind: KindValid, CreatedAt: s.start, Duplicate: true, LateDuplicate: true}
+	s.t.Sent(late)
+	s.t.Acked(late, false, s.start)
+	s.created("2", "wx2", time.Second) // republished by the idempotency store
+	s.send("5", KindMalformed)
+	s.failed("5", events.CodeMalformedJob)
+	s.dead("5")
+
+	if o, d, p := s.t.Pending(); o != 0 || d != 0 || p != 0 {
+		t.Errorf("Pending() = %d, %d, %d, want 0, 0, 0", o, d, p)
+	}
+	r := s.t.Report(nil, 0)
+	got := struct {
+		Published PublishedCounts
+		Outcomes  OutcomeCounts
+		Latency   Latency
+	}{r.Published, r.Outcomes, r.Latency}
+	want := struct {
+		Published PublishedCounts
+		Outcomes  OutcomeCounts
+		Latency   Latency
+	}{
+		PublishedCounts{
+			Messages: 7, Orders: 5, ByKind: map[Kind]int{KindValid: 4, KindMalformed: 1},
+			ByTradeType: map[wechat.TradeType]int{wechat.TradeTypeJSAPI: 5}, Duplicates: 2, LateDuplicates: 1, DroppedByJetStream: 1,
+		},
+		OutcomeCounts{
+			Created: 4, Failed: 1, FailedByCode: map[string]int{events.CodeMalformedJob: 1},
+			Events: 6, Republished: 1, DeadLetters: 1, DeadLettersByReason: map[events.Reason]int{events.ReasonInvalid: 1},
+		},
+		// Latencies 1, 10, 20, 30, 40 ms.
+		Latency{Count: 5, MeanMS: 20.2, P50MS: 20, P90MS: 40, P99MS: 40, MaxMS: 40},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+	if r.Sim != nil {
+		t.Errorf("Sim = %+v without create counts, want nil", r.Sim)
+	}
+}
+
+func TestTally_Pending(t *testing.T) {
+	s := newScenario()
+	s.send("1", KindValid)
+	s.send("2", KindInvalid)
+	s.created("1", "wx1", time.Millisecond)
+	s.t.PayRequested(key("1"), nil)
+	if o, d, p := s.t.Pending(); o != 1 || d != 1 || p != 1 {
+		t.Fatalf("Pending() = %d, %d, %d, want 1, 1, 1", o, d, p)
+	}
+	s.failed("2", events.CodeInvalidJob)
+	s.dead("2")
+	s.paid("1", "T1")
+	if o, d, p := s.t.Pending(); o != 0 || d != 0 || p != 0 {
+		t.Errorf("Pending() = %d, %d, %d, want 0, 0, 0", o, d, p)
+	}
+}
+
+func TestLatencyOf(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	got := latencyOf(ds)
+	want := Latency{Count: 100, MeanMS: 50.5, P50MS: 50, P90MS: 90, P99MS: 99, MaxMS: 100}
+	if got != want {
+		t.Errorf("latencyOf(1..100ms) = %+v, want %+v", got, want)
+	}
+	if got := latencyOf(nil); got != (Latency{}) {
+		t.Errorf("latencyOf(nil) = %+v, want zero", got)
+	}
+}

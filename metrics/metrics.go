@@ -1,0 +1,291 @@
+// Package metrics owns every Prometheus collector of the order worker and
+// the notifier, and their names. Nothing is global: NewWorker and
+// NewNotifier build and register collectors on the registerer they are
+// given, so each test can use a fresh prometheus.NewRegistry.
+//
+// Names follow namespace_subsystem_name_unit with the namespace
+// "orderworker"; labels come from the small fixed sets below, never order
+// numbers, openids or amounts. Every method is safe on a nil receiver, so a
+// component without metrics passes nil.
+package metrics
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Namespace is the first part of every metric name.
+const Namespace = "orderworker"
+
+// Job outcomes (label "outcome").
+const (
+	OutcomeAck       = "ack"       // done: created or failed for good, event published, acked
+	OutcomeRetry     = "retry"     // handed back to JetStream for a later delivery
+	OutcomeTerminal  = "terminal"  // dead-lettered and terminated
+	OutcomeDuplicate = "duplicate" // already done: stored outcome republished, acked
+)
+
+// Claim results (label "result"), as the idempotency store answered.
+const (
+	ClaimClaimed     = "claimed"
+	ClaimInFlight    = "in_flight"
+	ClaimCompleted   = "completed"
+	ClaimConflict    = "conflict"
+	ClaimUnavailable = "unavailable"
+)
+
+// Retry kinds (label "kind").
+const (
+	RetryInProcess  = "in_process" // another call within the job's backoff budget
+	RetryRedelivery = "redelivery" // NakWithDelay: JetStream delivers the job again later
+)
+
+// Published kinds (label "event").
+const (
+	EventPrepayCreated    = "prepay_created"
+	EventPrepayFailed     = "prepay_failed"
+	EventDeadLetter       = "dead_letter"
+	EventPaymentSucceeded = "payment_succeeded"
+)
+
+// Acknowledgement kinds (label "action").
+const (
+	AckAck        = "ack"
+	AckNak        = "nak"
+	AckTerm       = "term"
+	AckInProgress = "in_progress"
+)
+
+// Notification results (label "result").
+const (
+	NotificationOK           = "ok"
+	NotificationBadRequest   = "bad_request"
+	NotificationBadSignature = "bad_signature"
+	NotificationDecryptError = "decrypt_error"
+	NotificationPublishError = "publish_error"
+)
+
+// durationBuckets cover a WeChat Pay call (tens of ms) to a job with its
+// in-process retries (tens of seconds).
+var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// Worker holds the order worker's collectors.
+type Worker struct {
+	jobs           *prometheus.CounterVec
+	jobDuration    *prometheus.HistogramVec
+	wechatRequests *prometheus.CounterVec
+	wechatDuration *prometheus.HistogramVec
+	retries        *prometheus.CounterVec
+	claims         *prometheus.CounterVec
+	inFlight       prometheus.Gauge
+	deadLetters    *prometheus.CounterVec
+	publishFails   *prometheus.CounterVec
+	ackFails       *prometheus.CounterVec
+	storeUp        prometheus.Gauge
+	buildInfo      *prometheus.GaugeVec
+}
+
+// NewWorker builds the worker's collectors and registers them on reg. It
+// panics if one is already registered there, as prometheus.MustRegister
+// does.
+func NewWorker(reg prometheus.Registerer) *Worker {
+	w := &Worker{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "jobs_total",
+			Help: "Jobs handled, by outcome: ack, retry, terminal or duplicate.",
+		}, []string{"outcome"}),
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "job_duration_seconds",
+			Help:    "Time to handle one delivery of a job, by outcome.",
+			Buckets: durationBuckets,
+		}, []string{"outcome"}),
+		wechatRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "wechat", Name: "requests_total",
+			Help: "WeChat Pay calls, by operation and code (WeChat code, OK, TIMEOUT or TRANSPORT_ERROR).",
+		}, []string{"operation", "code"}),
+		wechatDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "wechat", Name: "request_duration_seconds",
+			Help:    "Latency of WeChat Pay calls, by operation.",
+			Buckets: durationBuckets,
+		}, []string{"operation"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "retries_total",
+			Help: "Retries of retryable WeChat Pay failures, by kind: in_process or redelivery.",
+		}, []string{"kind"}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "idempotency", Name: "claims_total",
+			Help: "Idempotency claims, by result: claimed, in_flight, completed, conflict or unavailable.",
+		}, []string{"result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "jobs_in_flight",
+			Help: "Jobs this worker is handling now.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "dead_letters_total",
+			Help: "Jobs dead-lettered, by reason.",
+		}, []string{"reason"}),
+		publishFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "publish_failures_total",
+			Help: "Events that could not be published, by event.",
+		}, []string{"event"}),
+		ackFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "ack_failures_total",
+			Help: "Acknowledgements JetStream did not confirm, by action: ack, nak, term or in_progress.",
+		}, []string{"action"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "idempotency", Name: "store_up",
+			Help: "Whether the idempotency store answered its last check (1) or not (0).",
+		}),
+		buildInfo: newBuildInfo(),
+	}
+	reg.MustRegister(w.jobs, w.jobDuration, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
+		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.buildInfo)
+	return w
+}
+
+func newBuildInfo() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help: "Always 1; its labels name the running build.",
+	}, []string{"version", "commit", "go_version"})
+}
+
+// SetBuildInfo sets orderworker_build_info{version, commit, go_version} to 1.
+func (w *Worker) SetBuildInfo(version, commit string) {
+	if w == nil {
+		return
+	}
+	w.buildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// Job records one delivery of a job handled with outcome (Outcome*) in d.
+func (w *Worker) Job(outcome string, d time.Duration) {
+	if w == nil {
+		return
+	}
+	w.jobs.WithLabelValues(outcome).Inc()
+	w.jobDuration.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// WeChatRequest records one WeChat Pay call of operation answered with code
+// in d.
+func (w *Worker) WeChatRequest(operation, code string, d time.Duration) {
+	if w == nil {
+		return
+	}
+	w.wechatRequests.WithLabelValues(operation, code).Inc()
+	w.wechatDuration.WithLabelValues(operation).Observe(d.Seconds())
+}
+
+// Retry records a retry of kind (Retry*).
+func (w *Worker) Retry(kind string) {
+	if w == nil {
+		return
+	}
+	w.retries.WithLabelValues(kind).Inc()
+}
+
+// Claim records a claim answered with result (Claim*).
+func (w *Worker) Claim(result string) {
+	if w == nil {
+		return
+	}
+	w.claims.WithLabelValues(result).Inc()
+}
+
+// InFlight adds delta (+1 when a job starts, -1 when it ends) to the
+// in-flight gauge.
+func (w *Worker) InFlight(delta int) {
+	if w == nil {
+		return
+	}
+	w.inFlight.Add(float64(delta))
+}
+
+// DeadLetter records a job dead-lettered for reason.
+func (w *Worker) DeadLetter(reason string) {
+	if w == nil {
+		return
+	}
+	w.deadLetters.WithLabelValues(reason).Inc()
+}
+
+// PublishFailure records an event (Event*) that could not be published.
+func (w *Worker) PublishFailure(event string) {
+	if w == nil {
+		return
+	}
+	w.publishFails.WithLabelValues(event).Inc()
+}
+
+// AckFailure records an acknowledgement (Ack*) that failed.
+func (w *Worker) AckFailure(action string) {
+	if w == nil {
+		return
+	}
+	w.ackFails.WithLabelValues(action).Inc()
+}
+
+// StoreUp records whether the idempotency store answered its last check.
+func (w *Worker) StoreUp(up bool) {
+	if w == nil {
+		return
+	}
+	if up {
+		w.storeUp.Set(1)
+	} else {
+		w.storeUp.Set(0)
+	}
+}
+
+// Notifier holds the notifier's collectors.
+type Notifier struct {
+	notifications   *prometheus.CounterVec
+	publishDuration prometheus.Histogram
+	buildInfo       *prometheus.GaugeVec
+}
+
+// NewNotifier builds the notifier's collectors and registers them on reg.
+// It panics if one is already registered there.
+func NewNotifier(reg prometheus.Registerer) *Notifier {
+	n := &Notifier{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "notifier", Name: "notifications_total",
+			Help: "Payment notifications received, by result: ok, bad_request, bad_signature, decrypt_error or publish_error.",
+		}, []string{"result"}),
+		publishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "notifier", Name: "publish_duration_seconds",
+			Help:    "Time to publish a payment event and receive JetStream's acknowledgement.",
+			Buckets: durationBuckets,
+		}),
+		buildInfo: newBuildInfo(),
+	}
+	reg.MustRegister(n.notifications, n.publishDuration, n.buildInfo)
+	return n
+}
+
+// SetBuildInfo sets orderworker_build_info{version, commit, go_version} to 1.
+func (n *Notifier) SetBuildInfo(version, commit string) {
+	if n == nil {
+		return
+	}
+	n.buildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// Notification records a notification handled with result (Notification*).
+func (n *Notifier) Notification(result string) {
+	if n == nil {
+		return
+	}
+	n.notifications.WithLabelValues(result).Inc()
+}
+
+// Publish records the time one payment event took to publish.
+func (n *Notifier) Publish(d time.Duration) {
+	if n == nil {
+		return
+	}
+	n.publishDuration.Observe(d.Seconds())
+}

@@ -1,0 +1,45 @@
+// Package notifier receives WeChat Pay's payment notifications for combine
+// orders and publishes them to JetStream as [events.PaymentSucceeded], losing
+// none and accepting no forgery.
+//
+// # Endpoint
+//
+// [Handler] serves POST /v3/notify/{mchid}: the merchant is in the path
+// because one URL cannot tell merchants apart before the signature is
+// verified, and WeChat Pay forbids a query string in notify_url. Configure
+// each combine order's notify_url as
+//
+//	https://<public host>/v3/notify/<combine_mchid>
+//
+// # Order of checks
+//
+// Work before the signature is verified is bounded and cheap first, so a
+// flood of forgeries cannot starve genuine notifications:
+//
+//  1. method, path and merchant (405, 404);
+//  2. Content-Length against [Config.MaxBodySize] (413);
+//  3. the Wechatpay-* headers: present, a timestamp within five minutes, a
+//     known serial, not a WECHATPAY/SIGNTEST/ probe (401) — no body read yet;
+//  4. a slot among [Config.MaxConcurrentVerifications] (503 when none is
+//     free: WeChat Pay retries);
+//  5. the body, at most MaxBodySize bytes through [http.MaxBytesReader]
+//     (413), then the RSA signature over the raw body (401);
+//  6. decryption with the merchant's APIv3 key (400) and the combine
+//     transaction (400);
+//  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID], waiting
+//     for JetStream's PubAck at most [Config.PublishTimeout] (500 on
+//     failure, so WeChat Pay retries).
+//
+// Only a stored event is acknowledged: 204 No Content when JetStream stored
+// it, 200 {"code":"SUCCESS"} when JetStream reported a duplicate (WeChat Pay
+// sent the notification again). Every failure answers WeChat Pay's
+// {"code":"FAIL","message":…} with a fixed message per [Result]; details go
+// to the log only.
+//
+// # Logs and personal data
+//
+// Records carry the merchant, the notification id, the combine order number,
+// the number of sub-orders, the stream sequence and the result. They never
+// carry the body, the plaintext, openids, amounts, attach or bank types; the
+// APIv3 key and private keys redact themselves.
+package notifier

@@ -1,0 +1,411 @@
+package notifier
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/metrics"
+	"github.com/wxcombine/orderworker/wechat"
+)
+
+// PathPrefix starts the notification path; the merchant number follows:
+// /v3/notify/1900000109.
+const PathPrefix = "/v3/notify/"
+
+// Defaults.
+const (
+	// MaxBodySizeDefault caps a notification body. Real ones are under 4 KiB
+	// even with 50 sub-orders' worth of ids; 64 KiB leaves room and still
+	// bounds the work a forgery costs.
+	MaxBodySizeDefault = 64 << 10
+	// PublishTimeoutDefault bounds the wait for JetStream's PubAck, so the
+	// answer leaves within WeChat Pay's 5 seconds.
+	PublishTimeoutDefault = 4 * time.Second
+)
+
+// Publisher stores a message in a JetStream stream and answers the PubAck.
+// jetstream.JetStream satisfies it.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Config configures a Handler.
+type Config struct {
+	// Merchants are the merchants whose notifications are accepted, each with
+	// its platform verifier (certificates and/or public key) and APIv3 key.
+	// Required; the private key is not used.
+	Merchants []*wechat.Merchant
+	// Publisher stores the events. Required.
+	Publisher Publisher
+	// Subjects names the event subject. Defaults to the "combine" prefix.
+	Subjects events.Subjects
+	// Stream is the stream the event must land in (WithExpectStream), so a
+	// misconfigured subject fails loudly instead of being stored elsewhere or
+	// nowhere. Defaults to events.StreamEvents.
+	Stream string
+	// MaxBodySize caps a body in bytes. Defaults to MaxBodySizeDefault.
+	MaxBodySize int64
+	// PublishTimeout bounds the wait for the PubAck. Defaults to
+	// PublishTimeoutDefault; keep it under WeChat Pay's 5 seconds.
+	PublishTimeout time.Duration
+	// MaxConcurrentVerifications bounds how many requests read a body,
+	// verify its RSA signature and decrypt it at once; others answer 503 at
+	// once and WeChat Pay retries. Defaults to 4 × GOMAXPROCS.
+	MaxConcurrentVerifications int
+	// PublishOpenID copies combine_payer_info.openid into the event.
+	// Defaults to false: the event carries no personal data.
+	PublishOpenID bool
+	// Metrics counts requests by Result and times publications. Defaults to
+	// nil, nothing recorded.
+	Metrics *metrics.Notifier
+	// Logger receives one record per request (Info for accepted ones, Warn
+	// for rejected ones, Error for publish failures). Defaults to a logger
+	// that discards everything.
+	Logger *slog.Logger
+	// NowFunc answers the current time, the event's received_at. Defaults to
+	// time.Now. The timestamp window follows each merchant's
+	// Platform.NowFunc, as wechat.ParseNotification does.
+	NowFunc func() time.Time
+}
+
+// Handler is the http.Handler of the notification endpoint. It is safe for
+// concurrent use.
+type Handler struct {
+	merchants map[string]*wechat.Merchant
+	pub       Publisher
+	subject   string
+	stream    string
+	maxBody   int64
+	timeout   time.Duration
+	slots     chan struct{}
+	openID    bool
+	metrics   *metrics.Notifier
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New validates cfg, applies its defaults and answers a Handler.
+func New(cfg Config) (*Handler, error) {
+	cfg.Stream = cmp.Or(cfg.Stream, events.StreamEvents)
+	cfg.MaxBodySize = cmp.Or(cfg.MaxBodySize, MaxBodySizeDefault)
+	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, PublishTimeoutDefault)
+	cfg.MaxConcurrentVerifications = cmp.Or(cfg.MaxConcurrentVerifications, 4*runtime.GOMAXPROCS(0))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	switch {
+	case cfg.Publisher == nil:
+		return nil, errors.New("notifier: Config.Publisher is required")
+	case len(cfg.Merchants) == 0:
+		return nil, errors.New("notifier: Config.Merchants is empty")
+	case cfg.MaxBodySize < 1<<10:
+		return nil, fmt.Errorf("notifier: MaxBodySize is %d bytes, want at least 1024", cfg.MaxBodySize)
+	case cfg.PublishTimeout < 0:
+		return nil, errors.New("notifier: PublishTimeout is negative")
+	case cfg.MaxConcurrentVerifications < 0:
+		return nil, errors.New("notifier: MaxConcurrentVerifications is negative")
+	}
+	ms := make(map[string]*wechat.Merchant, len(cfg.Merchants))
+	for i, m := range cfg.Merchants {
+		switch {
+		case m == nil || m.MchID == "":
+			return nil, fmt.Errorf("notifier: Merchants[%d] has no MchID", i)
+		case ms[m.MchID] != nil:
+			return nil, fmt.Errorf("notifier: merchant %s configured twice", m.MchID)
+		case m.Platform == nil || len(m.Platform.Serials()) == 0:
+			return nil, fmt.Errorf("notifier: merchant %s: no platform certificate or WeChat Pay public key", m.MchID)
+		}
+		if err := m.APIv3Key.Validate(); err != nil {
+			return nil, fmt.Errorf("notifier: merchant %s: %w", m.MchID, err)
+		}
+		ms[m.MchID] = m
+	}
+	return &Handler{
+		merchants: ms,
+		pub:       cfg.Publisher,
+		subject:   cfg.Subjects.PaymentSucceeded(),
+		stream:    cfg.Stream,
+		maxBody:   cfg.MaxBodySize,
+		timeout:   cfg.PublishTimeout,
+		slots:     make(chan struct{}, cfg.MaxConcurrentVerifications),
+		openID:    cfg.PublishOpenID,
+		metrics:   cfg.Metrics,
+		log:       cfg.Logger,
+		now:       cfg.NowFunc,
+	}, nil
+}
+
+// Result is the outcome of one request, the "result" label of
+// orderworker_notifier_notifications_total.
+type Result string
+
+// The results. ResultOK and ResultDuplicate are acknowledged (2xx); every
+// other result is a failure WeChat Pay retries.
+const (
+	ResultOK               Result = "ok"                 // 204: stored
+	ResultDuplicate        Result = "duplicate"          // 200: JetStream already had it
+	ResultMethodNotAllowed Result = "method_not_allowed" // 405
+	ResultUnknownMerchant  Result = "unknown_merchant"   // 404: path names no configured merchant
+	ResultTooLarge         Result = "too_large"          // 413
+	ResultBadHeaders       Result = "bad_headers"        // 401: a Wechatpay-* header is absent or malformed
+	ResultStale            Result = "stale"              // 401: timestamp outside the five-minute window
+	ResultUnknownSerial    Result = "unknown_serial"     // 401: no trusted key has that serial
+	ResultSignatureProbe   Result = "signature_probe"    // 401: WECHATPAY/SIGNTEST/ probe
+	ResultBadSignature     Result = "bad_signature"      // 401: signature does not verify
+	ResultDecryptError     Result = "decrypt_error"      // 400: wrong APIv3 key or tampered resource
+	ResultMalformed        Result = "malformed"          // 400: verified but not a combine payment notification
+	ResultOverloaded       Result = "overloaded"         // 503: no verification slot free
+	ResultPublishError     Result = "publish_error"      // 500: JetStream did not confirm
+)
+
+// Results lists every result.
+var Results = []Result{
+	ResultOK, ResultDuplicate, ResultMethodNotAllowed, ResultUnknownMerchant, ResultTooLarge,
+	ResultBadHeaders, ResultStale, ResultUnknownSerial, ResultSignatureProbe, ResultBadSignature,
+	ResultDecryptError, ResultMalformed, ResultOverloaded, ResultPublishError,
+}
+
+// answer is the status and fixed message of each failure result. Messages
+// are at most 64 bytes (WeChat Pay's limit) and never echo the request.
+var answers = map[Result]struct {
+	status  int
+	message string
+}{
+	ResultMethodNotAllowed: {http.StatusMethodNotAllowed, "method not allowed, use POST"},
+	ResultUnknownMerchant:  {http.StatusNotFound, "unknown merchant"},
+	ResultTooLarge:         {http.StatusRequestEntityTooLarge, "body too large"},
+	ResultBadHeaders:       {http.StatusUnauthorized, "signature headers missing or malformed"},
+	ResultStale:            {http.StatusUnauthorized, "timestamp outside the accepted window"},
+	ResultUnknownSerial:    {http.StatusUnauthorized, "unknown Wechatpay-Serial"},
+	ResultSignatureProbe:   {http.StatusUnauthorized, "signature verification failed"},
+	ResultBadSignature:     {http.StatusUnauthorized, "signature verification failed"},
+	ResultDecryptError:     {http.StatusBadRequest, "cannot decrypt resource"},
+	ResultMalformed:        {http.StatusBadRequest, "malformed notification"},
+	ResultOverloaded:       {http.StatusServiceUnavailable, "overloaded, retry later"},
+	ResultPublishError:     {http.StatusInternalServerError, "not stored, retry later"},
+}
+
+// wireBody is the {"code","message"} answer WeChat Pay reads.
+type wireBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ServeHTTP handles one notification. See the package documentation for
+// the order of checks and the answers.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	mchID, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+	log := h.log.With(slog.String("mchid", safeID(mchID)))
+	res, err := h.serve(w, r, mchID, ok, &log)
+	if a, failed := answers[res]; failed {
+		if res == ResultMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
+		writeJSON(w, a.status, wireBody{Code: "FAIL", Message: a.message})
+	}
+	h.metrics.Notification(string(res))
+	attrs := []any{slog.String("result", string(res)), slog.Duration("duration", time.Since(start))}
+	switch {
+	case err == nil:
+		log.InfoContext(r.Context(), "notification stored", attrs...)
+	case res == ResultPublishError:
+		log.ErrorContext(r.Context(), "notification not stored", append(attrs, slog.String("error", err.Error()))...)
+	default:
+		log.WarnContext(r.Context(), "notification rejected", append(attrs,
+			slog.String("error", err.Error()), slog.String("remote_addr", r.RemoteAddr))...)
+	}
+}
+
+// serve does the work of ServeHTTP and answers the result; on success it has
+// written the 2xx answer, on failure the caller writes it. *log gains the
+// notification's identity as it becomes known.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, prefixed bool, log **slog.Logger) (Result, error) {
+	m := h.merchants[mchID]
+	switch {
+	case r.Method != http.MethodPost:
+		return ResultMethodNotAllowed, fmt.Errorf("method %s", safeID(r.Method))
+	case !prefixed || m == nil:
+		return ResultUnknownMerchant, errors.New("path names no configured merchant")
+	case r.ContentLength > h.maxBody:
+		return ResultTooLarge, fmt.Errorf("Content-Length %d exceeds %d", r.ContentLength, h.maxBody)
+	}
+	if res, err := h.precheck(m, r.Header); err != nil {
+		return res, err
+	}
+
+	// Only requests that look genuine reach the costly part.
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		return ResultOverloaded, fmt.Errorf("all %d verification slots busy", cap(h.slots))
+	}
+	n, res, err := h.parse(w, r, m)
+	<-h.slots
+	if err != nil {
+		return res, err
+	}
+	tx := &n.Transaction
+	*log = (*log).With(slog.String("notification_id", n.Envelope.ID),
+		slog.String("combine_out_trade_no", tx.CombineOutTradeNo), slog.Int("sub_orders", len(tx.SubOrders)))
+
+	data, err := json.Marshal(h.event(n))
+	if err != nil {
+		return ResultMalformed, fmt.Errorf("encode event: %w", err)
+	}
+	msg := nats.NewMsg(h.subject)
+	msg.Data = data
+	msg.Header.Set(events.HeaderMsgID, events.PaymentSucceededMsgID(n.Envelope.ID))
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	pubStart := time.Now()
+	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.stream))
+	h.metrics.Publish(time.Since(pubStart))
+	if err != nil {
+		return ResultPublishError, fmt.Errorf("publish %s: %w", h.subject, err)
+	}
+	*log = (*log).With(slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
+	if ack.Duplicate {
+		writeJSON(w, http.StatusOK, wireBody{Code: "SUCCESS", Message: "duplicate notification"})
+		return ResultDuplicate, nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return ResultOK, nil
+}
+
+// precheck does the signature checks that need no body and no RSA: headers
+// present, timestamp window, known serial, no probe. ParseNotification
+// repeats them; they are cheap.
+func (h *Handler) precheck(m *wechat.Merchant, hd http.Header) (Result, error) {
+	for _, k := range []string{wechat.HeaderTimestamp, wechat.HeaderNonce, wechat.HeaderSignature, wechat.HeaderSerial} {
+		if hd.Get(k) == "" {
+			return ResultBadHeaders, fmt.Errorf("%s header missing", k)
+		}
+	}
+	sec, err := strconv.ParseInt(hd.Get(wechat.HeaderTimestamp), 10, 64)
+	if err != nil {
+		return ResultBadHeaders, errors.New("timestamp is not an integer")
+	}
+	// The verifier's clock, so that this check and ParseNotification agree.
+	now := time.Now()
+	if m.Platform.NowFunc != nil {
+		now = m.Platform.NowFunc()
+	}
+	skew := cmp.Or(m.Platform.Skew, wechat.ClockSkewDefault)
+	if d := now.Sub(time.Unix(sec, 0)); d > skew || d < -skew {
+		return ResultStale, fmt.Errorf("timestamp %d is %s away from now, beyond %s", sec, d.Round(time.Second), skew)
+	}
+	if serial := hd.Get(wechat.HeaderSerial); !m.Platform.Has(serial) {
+		return ResultUnknownSerial, fmt.Errorf("unknown serial %q", safeID(serial))
+	}
+	if strings.HasPrefix(hd.Get(wechat.HeaderSignature), wechat.SignTestPrefix) {
+		return ResultSignatureProbe, errors.New("WECHATPAY/SIGNTEST/ probe")
+	}
+	return "", nil
+}
+
+// parse reads the body and verifies, decrypts and parses it.
+func (h *Handler) parse(w http.ResponseWriter, r *http.Request, m *wechat.Merchant) (*wechat.Notification, Result, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, ResultTooLarge, fmt.Errorf("body exceeds %d bytes", h.maxBody)
+		}
+		return nil, ResultMalformed, fmt.Errorf("read body: %w", err)
+	}
+	n, err := wechat.ParseNotification(m, r.Header, body)
+	switch {
+	case err == nil:
+		return n, "", nil
+	case errors.Is(err, wechat.ErrSignature):
+		return nil, ResultBadSignature, err
+	case errors.Is(err, wechat.ErrDecrypt):
+		return nil, ResultDecryptError, err
+	default:
+		return nil, ResultMalformed, err
+	}
+}
+
+// event builds the payment event of a verified notification. Timestamps that
+// do not parse stay zero: the notification is genuine and must not be lost
+// over a format detail.
+func (h *Handler) event(n *wechat.Notification) *events.PaymentSucceeded {
+	tx := &n.Transaction
+	e := &events.PaymentSucceeded{
+		Version:              events.Version,
+		NotificationID:       n.Envelope.ID,
+		CombineAppID:         tx.CombineAppID,
+		CombineMchID:         tx.CombineMchID,
+		CombineOutTradeNo:    tx.CombineOutTradeNo,
+		CombineTransactionID: tx.CombineTransactionID,
+		SubOrders:            make([]events.PaidSubOrder, len(tx.SubOrders)),
+		ReceivedAt:           h.now().UTC(),
+	}
+	if h.openID && tx.CombinePayerInfo != nil {
+		e.PayerOpenID = tx.CombinePayerInfo.OpenID
+	}
+	for i, s := range tx.SubOrders {
+		t, _ := time.Parse(time.RFC3339, s.SuccessTime)
+		if t.After(e.SuccessTime) {
+			e.SuccessTime = t
+		}
+		e.SubOrders[i] = events.PaidSubOrder{
+			MchID:         s.MchID,
+			SubMchID:      s.SubMchID,
+			SubAppID:      s.SubAppID,
+			OutTradeNo:    s.OutTradeNo,
+			TransactionID: s.TransactionID,
+			TradeType:     s.TradeType,
+			TradeState:    s.TradeState,
+			BankType:      s.BankType,
+			Attach:        s.Attach,
+			SuccessTime:   t,
+			Amount: events.PaidAmount{
+				TotalAmount:   s.Amount.TotalAmount,
+				Currency:      s.Amount.Currency,
+				PayerAmount:   s.Amount.PayerAmount,
+				PayerCurrency: s.Amount.PayerCurrency,
+			},
+		}
+	}
+	return e
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v) // a wireBody always encodes
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// safeID shortens an attacker-chosen identifier for logs: at most 64
+// printable ASCII characters.
+func safeID(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+}

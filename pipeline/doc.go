@@ -1,0 +1,85 @@
+// Package pipeline turns order-creation jobs from NATS JetStream into WeChat
+// Pay combine orders and outcome events.
+//
+// [Processor] handles one delivery of a job end to end, through small
+// interfaces it declares ([Payer], [PaySigner], [Publisher]) and the
+// idempotency.Store. [Runner] feeds it from a durable pull consumer with
+// bounded concurrency and turns its answers into acknowledgements:
+//
+//	nil                → DoubleAck (AckSync: wait for the server's confirmation)
+//	*RetryError        → NakWithDelay(After)      (see [RetryAfter])
+//	*TerminalError     → TermWithReason(Reason)   (see [Terminal]); the dead letter is already published
+//	any other error    → NakWithDelay(redelivery delay of the delivery count)
+//
+// # One delivery
+//
+//  1. Decode strictly (events.DecodeJob) and validate (wechat.Validate). A
+//     malformed, oversized, wrong-version or invalid job gets a prepay.failed
+//     event when its combine_mchid and combine_out_trade_no can be read, a
+//     dead letter, and Term. The worker keeps going.
+//  2. Claim (combine_mchid, combine_out_trade_no) with the fingerprint of
+//     trade type + request body. done: republish the stored outcome
+//     unchanged and Ack, with no WeChat Pay call. in flight: NakWithDelay
+//     (the lease's remaining time). conflict: a prepay.failed
+//     ORDER_NUMBER_CONFLICT event and Ack. Store down: NakWithDelay
+//     (Config.StoreRetryDelay), no WeChat Pay call, and StoreErr reports
+//     it, so readiness goes false.
+//  3. Create, retrying in process only SYSTEMERROR, BANKERROR,
+//     FREQUENCY_LIMITED (and 429) and unknown outcomes — timeouts,
+//     transport errors, 5xx without a code — always with the same body, so
+//     WeChat Pay answers the same prepay_id. The calls end before the lease.
+//  4. Success: sign the client pay parameters (jsapi, miniprogram, app),
+//     store the prepay.created event as the outcome, publish it, Ack. A
+//     crash anywhere before the Ack leads to a redelivery that finds the
+//     stored outcome (or, before it was stored, a create with the same body
+//     and therefore the same prepay_id).
+//  5. Non-retryable WeChat Pay error: the prepay.failed event is stored as
+//     the outcome (duplicates get the same failure), published and
+//     dead-lettered (reason "rejected"); Term.
+//  6. Retryable errors after the in-process budget: release the claim and
+//     NakWithDelay, so JetStream redelivers later, maybe to another worker.
+//     The delivery that reaches MaxDeliver instead publishes a
+//     RETRIES_EXHAUSTED prepay.failed event and a dead letter
+//     ("max_deliveries"), and Terms. A job whose last delivery died with
+//     its worker is dead-lettered from JetStream's MAX_DELIVERIES advisory.
+//
+// # Retry schedule
+//
+// With the defaults (RetryPolicy: InitialInterval 500ms, Multiplier 2,
+// RandomizationFactor 0.5, MaxInterval 4s, MaxAttempts 4, MaxElapsed 15s;
+// CallTimeout 8s; RedeliveryDefault; MaxDeliver 10), a job whose calls keep
+// failing with retryable errors sees:
+//
+//	within one delivery:
+//	attempt  delay before it   range with ±50% jitter
+//	1        0                 0
+//	2        500ms             250ms – 750ms
+//	3        1s                500ms – 1.5s
+//	4        2s                1s – 3s
+//	then the claim is released and the job handed back.
+//
+//	across deliveries:
+//	delivery  NakWithDelay after it   cumulative wait
+//	1         2s                      2s
+//	2         5s                      7s
+//	3         15s                     22s
+//	4         30s                     52s
+//	5         1m                      1m52s
+//	6         2m                      3m52s
+//	7         5m                      8m52s
+//	8         5m                      13m52s
+//	9         5m                      18m52s
+//	10        — dead letter "max_deliveries", prepay.failed RETRIES_EXHAUSTED
+//
+// Up to 40 create calls in about 19 minutes, every one with the same body.
+// A delivery's calls and delays stop at MaxElapsed, and always one second
+// before the claim's lease (Config.Lease, 30s) ends.
+//
+// # Concurrency and shutdown
+//
+// The Runner pulls one message at a time (PullMaxMessages(1)) and runs at
+// most RunnerConfig.InFlight jobs, each under JobTimeout (shorter than
+// AckWait) with InProgress every HeartbeatInterval. When Run's context
+// ends, it stops pulling, lets in-flight jobs finish for ShutdownGrace,
+// then cancels them: each releases its claim and is handed back.
+package pipeline

@@ -1,0 +1,254 @@
+package pipeline_test
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/idempotency"
+	"github.com/wxcombine/orderworker/internal/testenv"
+	"github.com/wxcombine/orderworker/pipeline"
+	"github.com/wxcombine/orderworker/wechat"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
+)
+
+// env is one integration test's world: a real NATS, a real Redis, the
+// simulator, and a WeChat client trusting it.
+type env struct {
+	t        *testing.T
+	nats     *testenv.NATS
+	redis    *testenv.Redis
+	sim      *wechatsim.Server
+	client   *wechat.Client
+	merchant *wechat.Merchant
+	flavour  wechat.Flavour
+	nc       *nats.Conn
+	js       jetstream.JetStream
+}
+
+var (
+	platformOnce sync.Once
+	platform     *wechatsim.Platform
+)
+
+func testPlatform(t *testing.T) *wechatsim.Platform {
+	platformOnce.Do(func() {
+		p, err := wechatsim.GeneratePlatform(wechatsim.KeyBitsDefault)
+		if err != nil {
+			panic(err)
+		}
+		platform = p
+	})
+	return platform
+}
+
+func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig) *env {
+	t.Helper()
+	e := &env{t: t, flavour: flavour, nats: testenv.StartNATS(t), redis: testenv.StartRedis(t)}
+	p := testPlatform(t)
+	mc, m, err := wechatsim.GenerateMerchant(p, testMchID, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.merchant = m
+	e.sim, err = wechatsim.New(wechatsim.Config{Flavour: flavour, Merchants: []wechatsim.MerchantConfig{mc}, Platform: p, Faults: faults, Seed: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := e.sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.sim.Close)
+	e.client, err = wechat.New(wechat.Config{BaseURL: base, Merchants: []*wechat.Merchant{m}, Flavour: flavour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.nc, err = nats.Connect(e.nats.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.nc.Close)
+	e.js, err = jetstream.New(e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// worker starts a runner with its own connections and answers a stop
+// function that waits for it.
+type workerOpts struct {
+	maxDeliver int
+	inFlight   int
+}
+
+func (e *env) startWorker(o workerOpts) (stop func()) {
+	t := e.t
+	t.Helper()
+	rc, err := idempotency.NewRedisClient(idempotency.RedisClientConfig{Addrs: []string{e.redis.Addr}, DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := idempotency.NewRedis(rc, idempotency.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	proc, err := pipeline.New(pipeline.Config{
+		Payer: e.client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: e.flavour,
+		CallTimeout: 400 * time.Millisecond, Lease: 2 * time.Second,
+		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Second},
+		Redelivery: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}, MaxDeliver: cmp.Or(o.maxDeliver, 30),
+		StoreRetryDelay: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pipeline.NewRunner(pipeline.RunnerConfig{
+		JetStream: js, Processor: proc, AckWait: 5 * time.Second, JobTimeout: 3 * time.Second, InFlight: max(o.inFlight, 4),
+		ShutdownGrace: 3 * time.Second, DuplicateWindow: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Setup(t.Context()); err != nil { // streams exist before the test publishes
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }() // Owned by the test: ends on stop.
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run() = %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run() did not return within 10s of cancel")
+			}
+			nc.Close()
+			_ = rc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// publish publishes a job body on the job subject of t with msgID (none if
+// empty).
+func (e *env) publish(subject string, data []byte, msgID string) {
+	e.t.Helper()
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	if msgID != "" {
+		msg.Header.Set(events.HeaderMsgID, msgID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+		e.t.Fatalf("publish: %v", err)
+	}
+}
+
+func (e *env) publishJob(job events.CreateOrderJob) {
+	e.t.Helper()
+	e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(e.t, job), job.MsgID())
+}
+
+// outcomes is what the events and dead-letter streams hold.
+type outcomes struct {
+	created     map[string][]events.PrepayCreated // by combine_out_trade_no
+	failed      map[string][]events.PrepayFailed
+	deadLetters []events.DeadLetter
+}
+
+func (e *env) read() outcomes {
+	e.t.Helper()
+	o := outcomes{created: map[string][]events.PrepayCreated{}, failed: map[string][]events.PrepayFailed{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, name := range []string{events.StreamEvents, events.StreamDeadLetters} {
+		s, err := e.js.Stream(ctx, name)
+		if err != nil {
+			e.t.Fatalf("stream %s: %v", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			switch m.Subject {
+			case events.SubjectPrepayCreated:
+				var v events.PrepayCreated
+				mustUnmarshal(e.t, m.Data, &v)
+				o.created[v.CombineOutTradeNo] = append(o.created[v.CombineOutTradeNo], v)
+			case events.SubjectPrepayFailed:
+				var v events.PrepayFailed
+				mustUnmarshal(e.t, m.Data, &v)
+				o.failed[v.CombineOutTradeNo] = append(o.failed[v.CombineOutTradeNo], v)
+			default:
+				var v events.DeadLetter
+				mustUnmarshal(e.t, m.Data, &v)
+				o.deadLetters = append(o.deadLetters, v)
+			}
+		}
+	}
+	return o
+}
+
+func mustUnmarshal(t *testing.T, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("unmarshal %s: %v", data, err)
+	}
+}
+
+// waitFor polls until done answers true or the timeout passes.
+func (e *env) waitFor(timeout time.Duration, what string, done func(o outcomes) bool) outcomes {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		o := e.read()
+		if done(o) {
+			return o
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out after %s waiting for %s; created %d, failed %d, dead letters %d", timeout, what, len(o.created), len(o.failed), len(o.deadLetters))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) createCalls(no string) int {
+	info, ok := e.sim.Order(testMchID, no)
+	if !ok {
+		return 0
+	}
+	return info.CreateCalls
+}
+
+func orderNo(prefix string, i int) string { return fmt.Sprintf("%s%06d", prefix, i) }

@@ -1,0 +1,314 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/wechat"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
+)
+
+func TestRunner_tradeTypes(t *testing.T) {
+	t.Parallel()
+	for _, f := range []wechat.Flavour{wechat.FlavourMerchant, wechat.FlavourIndividual} {
+		t.Run(string(f), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, f, wechatsim.FaultConfig{})
+			e.startWorker(workerOpts{})
+			var types []wechat.TradeType
+			for _, tt := range wechat.TradeTypes {
+				if wechat.Validate(f, tt, ptr(newRequest(tt, testMchID, "PCHECK01", 2))) == nil {
+					types = append(types, tt)
+				}
+			}
+			for i, tt := range types {
+				e.publishJob(newJob(tt, orderNo("T"+string(tt[0]), i)))
+			}
+			o := e.waitFor(20*time.Second, "one prepay.created per trade type", func(o outcomes) bool { return len(o.created) == len(types) })
+			for i, tt := range types {
+				no := orderNo("T"+string(tt[0]), i)
+				evs := o.created[no]
+				if len(evs) != 1 {
+					t.Fatalf("%s: %d prepay.created events, want 1", tt, len(evs))
+				}
+				ev := evs[0]
+				info, _ := e.sim.Order(testMchID, no)
+				if info.Answer == nil || ev.PrepayID != info.Answer.PrepayID || ev.H5URL != info.Answer.H5URL || ev.CodeURL != info.Answer.CodeURL {
+					t.Errorf("%s: event %+v, want the simulator's answer %+v", tt, ev, info.Answer)
+				}
+				if info.CreateCalls != 1 {
+					t.Errorf("%s: create calls = %d, want 1", tt, info.CreateCalls)
+				}
+				verifyPayParams(t, e.merchant.PrivateKey.Public(), testAppID, testMchID, ev)
+			}
+			if len(o.failed) != 0 || len(o.deadLetters) != 0 {
+				t.Errorf("failures %v, dead letters %v, want none", o.failed, o.deadLetters)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestRunner_duplicates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{Latency: 50 * time.Millisecond})
+	// Every event publish, duplicates included, as core NATS sees it.
+	var mu sync.Mutex
+	published := map[string][][]byte{}
+	sub, err := e.nc.Subscribe(events.SubjectPrepayCreated, func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		id := m.Header.Get(events.HeaderMsgID)
+		published[id] = append(published[id], m.Data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for range 3 {
+		e.startWorker(workerOpts{})
+	}
+	const orders = 8
+	for i := range orders {
+		job := newJob(wechat.TradeTypeJSAPI, orderNo("D", i))
+		data := mustJSON(t, job)
+		subject := (events.Subjects{}).Job(job.TradeType)
+		// Twice with the producer's Nats-Msg-Id (JetStream drops the
+		// second), three times without one (the store must dedupe).
+		e.publish(subject, data, job.MsgID())
+		e.publish(subject, data, job.MsgID())
+		for range 3 {
+			e.publish(subject, data, "")
+		}
+	}
+	o := e.waitFor(30*time.Second, "every order created", func(o outcomes) bool { return len(o.created) == orders })
+	// Let the duplicates settle: the jobs stream must drain.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s, _ := e.js.Stream(t.Context(), events.StreamJobs)
+		info, err := s.Info(t.Context())
+		if err == nil && info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs stream still holds %d jobs", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o = e.read()
+	for i := range orders {
+		no := orderNo("D", i)
+		if n := e.createCalls(no); n != 1 {
+			t.Errorf("%s: create calls = %d, want 1", no, n)
+		}
+		if n := len(o.created[no]); n != 1 {
+			t.Errorf("%s: %d prepay.created events stored, want 1", no, n)
+		}
+		mu.Lock()
+		payloads := published[events.PrepayCreatedMsgID(testMchID, no)]
+		mu.Unlock()
+		for _, p := range payloads[1:] {
+			if !bytes.Equal(p, payloads[0]) {
+				t.Errorf("%s: republished event differs:\n%s\n%s", no, payloads[0], p)
+			}
+		}
+	}
+	if len(o.failed) != 0 || len(o.deadLetters) != 0 {
+		t.Errorf("failures %v, dead letters %d, want none", o.failed, len(o.deadLetters))
+	}
+}
+
+func TestRunner_transientFaults(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{
+		SystemErrorRate: 0.1, BankErrorRate: 0.08, FrequencyLimitedRate: 0.06, TimeoutAfterCreateRate: 0.06,
+	})
+	e.startWorker(workerOpts{})
+	e.startWorker(workerOpts{})
+	const orders = 20
+	for i := range orders {
+		e.publishJob(newJob(wechat.TradeTypeApp, orderNo("F", i)))
+	}
+	o := e.waitFor(60*time.Second, "every order created despite faults", func(o outcomes) bool { return len(o.created) == orders })
+	retried := 0
+	for i := range orders {
+		no := orderNo("F", i)
+		info, _ := e.sim.Order(testMchID, no)
+		if info.DistinctSuccesses() > 1 {
+			t.Errorf("%s: %d distinct prepay_ids answered, want 1: %v", no, info.DistinctSuccesses(), info.Outcomes)
+		}
+		if ev := o.created[no]; len(ev) != 1 || info.Answer == nil || ev[0].PrepayID != info.Answer.PrepayID {
+			t.Errorf("%s: events %+v, want one with the simulator's prepay_id %+v", no, ev, info.Answer)
+		}
+		if info.CreateCalls > 1 {
+			retried++
+		}
+	}
+	st := e.sim.Stats()
+	if st.ConflictingCreates != 0 {
+		t.Errorf("conflicting creates = %d, want 0", st.ConflictingCreates)
+	}
+	if retried == 0 || len(st.Faults) == 0 {
+		t.Errorf("no order was retried (faults %v): the test injected nothing", st.Faults)
+	}
+	if len(o.failed) != 0 || len(o.deadLetters) != 0 {
+		t.Errorf("failures %v, dead letters %d, want none", o.failed, len(o.deadLetters))
+	}
+	t.Logf("faults injected: %v; orders retried: %d of %d", st.Faults, retried, orders)
+}
+
+func TestRunner_permanentError(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{})
+	job := newJob(wechat.TradeTypeNative, "PERM0001")
+	job.Request.CombineAppID = "wx00000000unbound0" // not bound to the merchant: APPID_MCHID_NOT_MATCH
+	e.publishJob(job)
+	o := e.waitFor(15*time.Second, "a failure and a dead letter", func(o outcomes) bool { return len(o.failed) == 1 && len(o.deadLetters) == 1 })
+	f := o.failed["PERM0001"][0]
+	if f.Code != "APPID_MCHID_NOT_MATCH" || f.Attempts != 1 || f.HTTPStatus != 400 || f.RetryWithNewOrderNumber {
+		t.Errorf("failure = %+v, want APPID_MCHID_NOT_MATCH after 1 attempt", f)
+	}
+	if dl := o.deadLetters[0]; dl.Reason != events.ReasonRejected || dl.CombineOutTradeNo != "PERM0001" {
+		t.Errorf("dead letter = %+v, want reason rejected", dl)
+	}
+	if n := e.createCalls("PERM0001"); n != 1 {
+		t.Errorf("create calls = %d, want 1 (no retries)", n)
+	}
+}
+
+func TestRunner_deliveryLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{SystemErrorRate: 1})
+	e.startWorker(workerOpts{maxDeliver: 2})
+	e.publishJob(newJob(wechat.TradeTypeH5, "LIMIT001"))
+	o := e.waitFor(20*time.Second, "a RETRIES_EXHAUSTED failure", func(o outcomes) bool { return len(o.failed) == 1 && len(o.deadLetters) == 1 })
+	if f := o.failed["LIMIT001"][0]; f.Code != events.CodeRetriesExhausted {
+		t.Errorf("failure code = %s, want %s", f.Code, events.CodeRetriesExhausted)
+	}
+	if n := e.createCalls("LIMIT001"); n != 8 {
+		t.Errorf("create calls = %d, want 8 (4 per delivery)", n)
+	}
+	if dl := o.deadLetters[0]; dl.Reason != events.ReasonMaxDeliveries || dl.DeliveryCount != 2 {
+		t.Errorf("dead letter = %+v, want reason max_deliveries after 2 deliveries", dl)
+	}
+}
+
+func TestRunner_redisOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{})
+	e.publishJob(newJob(wechat.TradeTypeJSAPI, orderNo("R", 0)))
+	e.waitFor(15*time.Second, "the first order", func(o outcomes) bool { return len(o.created) == 1 })
+	e.redis.Stop()
+	const orders = 6
+	for i := 1; i <= orders; i++ {
+		e.publishJob(newJob(wechat.TradeTypeJSAPI, orderNo("R", i)))
+	}
+	time.Sleep(1500 * time.Millisecond) // several deliveries while Redis is down
+	for i := 1; i <= orders; i++ {
+		if n := e.createCalls(orderNo("R", i)); n != 0 {
+			t.Errorf("%s: %d create calls while the store was down, want 0", orderNo("R", i), n)
+		}
+	}
+	e.redis.Start()
+	o := e.waitFor(30*time.Second, "every order after Redis returned", func(o outcomes) bool { return len(o.created) == orders+1 })
+	for i := 1; i <= orders; i++ {
+		if n := e.createCalls(orderNo("R", i)); n != 1 {
+			t.Errorf("%s: create calls = %d, want 1", orderNo("R", i), n)
+		}
+	}
+	if len(o.failed) != 0 || len(o.deadLetters) != 0 {
+		t.Errorf("failures %v, dead letters %d, want none", o.failed, len(o.deadLetters))
+	}
+}
+
+func TestRunner_poisonJobs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{})
+	subject := (events.Subjects{}).Job(wechat.TradeTypeJSAPI)
+	wrongVersion := newJob(wechat.TradeTypeJSAPI, "POISON02")
+	wrongVersion.Version = 9
+	tooMany := newJob(wechat.TradeTypeJSAPI, "POISON03")
+	tooMany.Request = newRequest(wechat.TradeTypeJSAPI, testMchID, "POISON03", 51)
+	big := newJob(wechat.TradeTypeJSAPI, "POISON04")
+	big.Request.SubOrders[0].Detail = strings.Repeat("x", events.MaxJobSize)
+	e.publish(subject, []byte(`{"version":1,"trade_type":"jsapi","request":{`), "poison-1")
+	e.publish(subject, mustJSON(t, wrongVersion), wrongVersion.MsgID())
+	e.publish(subject, mustJSON(t, tooMany), tooMany.MsgID())
+	e.publish(subject, mustJSON(t, big), big.MsgID())
+	e.publishJob(newJob(wechat.TradeTypeJSAPI, "GOOD0001"))
+	o := e.waitFor(20*time.Second, "four dead letters and the good order", func(o outcomes) bool {
+		return len(o.deadLetters) == 4 && len(o.created) == 1
+	})
+	reasons := map[events.Reason]events.DeadLetter{}
+	for _, dl := range o.deadLetters {
+		reasons[dl.Reason] = dl
+	}
+	for _, r := range []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonInvalid, events.ReasonTooLarge} {
+		if _, ok := reasons[r]; !ok {
+			t.Errorf("no dead letter with reason %s; got %v", r, reasons)
+		}
+	}
+	if dl := reasons[events.ReasonMalformed]; string(dl.OriginalData) != `{"version":1,"trade_type":"jsapi","request":{` || dl.OriginalHeaders[events.HeaderMsgID][0] != "poison-1" {
+		t.Errorf("malformed dead letter = %+v, want the original body and headers", dl)
+	}
+	for no, code := range map[string]string{"POISON02": events.CodeUnsupportedVersion, "POISON03": events.CodeInvalidJob} {
+		if f := o.failed[no]; len(f) != 1 || f[0].Code != code {
+			t.Errorf("%s: failures %+v, want one %s", no, f, code)
+		}
+	}
+	for _, no := range []string{"POISON02", "POISON03", "POISON04"} {
+		if n := e.createCalls(no); n != 0 {
+			t.Errorf("%s: create calls = %d, want 0", no, n)
+		}
+	}
+}
+
+// TestRunner_maxDeliveriesAdvisory: a job handed back on its last delivery
+// (here because the store is down) is dead-lettered from JetStream's
+// MAX_DELIVERIES advisory and removed from the work queue.
+func TestRunner_maxDeliveriesAdvisory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{maxDeliver: 2})
+	e.redis.Stop()
+	e.publishJob(newJob(wechat.TradeTypeNative, "ADVIS001"))
+	o := e.waitFor(20*time.Second, "a dead letter from the advisory", func(o outcomes) bool { return len(o.deadLetters) == 1 })
+	dl := o.deadLetters[0]
+	if dl.Reason != events.ReasonMaxDeliveries || dl.CombineOutTradeNo != "ADVIS001" || dl.DeliveryCount != 2 {
+		t.Errorf("dead letter = %+v, want max_deliveries of ADVIS001 after 2 deliveries", dl)
+	}
+	if f := o.failed["ADVIS001"]; len(f) != 1 || f[0].Code != events.CodeRetriesExhausted {
+		t.Errorf("failures = %+v, want one RETRIES_EXHAUSTED", f)
+	}
+	if n := e.createCalls("ADVIS001"); n != 0 {
+		t.Errorf("create calls = %d, want 0 without a claim", n)
+	}
+	s, err := e.js.Stream(t.Context(), events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs stream holds %d jobs, want the dead-lettered one removed", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
