@@ -64,38 +64,17 @@ type PayParams struct {
 	App         *AppPayParams         `json:"app,omitempty"`
 }
 
-// JSAPIPayParams are the arguments of WeixinJSBridge getBrandWCPayRequest.
-// PaySign covers "appId\ntimeStamp\nnonceStr\npackage\n".
-type JSAPIPayParams struct {
-	AppID     string `json:"appId"`
-	TimeStamp string `json:"timeStamp"`
-	NonceStr  string `json:"nonceStr"`
-	Package   string `json:"package"` // "prepay_id=…"
-	SignType  string `json:"signType"`
-	PaySign   string `json:"paySign"`
-}
-
-// MiniProgramPayParams are the arguments of wx.requestPayment. It takes no
-// appId; PaySign still covers "<combine_appid>\ntimeStamp\nnonceStr\npackage\n".
-type MiniProgramPayParams struct {
-	TimeStamp string `json:"timeStamp"`
-	NonceStr  string `json:"nonceStr"`
-	Package   string `json:"package"` // "prepay_id=…"
-	SignType  string `json:"signType"`
-	PaySign   string `json:"paySign"`
-}
-
-// AppPayParams are the fields of the OpenSDK PayReq. Sign covers
-// "appid\ntimestamp\nnoncestr\nprepayid\n" (the bare prepay_id).
-type AppPayParams struct {
-	AppID     string `json:"appid"`
-	PartnerID string `json:"partnerid"` // combine_mchid
-	PrepayID  string `json:"prepayid"`
-	Package   string `json:"package"` // "Sign=WXPay"
-	NonceStr  string `json:"noncestr"`
-	TimeStamp string `json:"timestamp"`
-	Sign      string `json:"sign"`
-}
+// JSAPIPayParams, MiniProgramPayParams and AppPayParams are the client pay
+// parameters exactly as package wechat signs them; the aliases keep the
+// wire contract's names in this package without a second definition.
+type (
+	// JSAPIPayParams are the arguments of WeixinJSBridge getBrandWCPayRequest.
+	JSAPIPayParams = wechat.JSAPIPayParams
+	// MiniProgramPayParams are the arguments of wx.requestPayment (no appId).
+	MiniProgramPayParams = wechat.MiniProgramPayParams
+	// AppPayParams are the fields of the OpenSDK PayReq.
+	AppPayParams = wechat.AppPayParams
+)
 
 // Failure codes that do not come from WeChat Pay. A PrepayFailed otherwise
 // carries WeChat Pay's code, normalized (wechat.NormalizeCode).

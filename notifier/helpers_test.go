@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -132,24 +131,6 @@ func notification(tb testing.TB, key wechat.PrivateKey, serial string, apiV3 wec
 	return signed{h, body}
 }
 
-// syncBuffer is a bytes.Buffer safe for the handler's concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // results reads orderworker_notifier_notifications_total from a registry.
 type results struct{ reg *prometheus.Registry }
 
@@ -181,7 +162,7 @@ type bundle struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	url     string // the httptest server's base URL
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 	results *results
 }
 
@@ -213,7 +194,7 @@ func connect(tb testing.TB, url string) *nats.Conn {
 // mutate adjusts the configuration.
 func setup(t *testing.T, mutate func(*notifier.Config)) *bundle {
 	t.Helper()
-	b := &bundle{keys: loadKeys(t), nats: testenv.StartNATS(t), logs: &syncBuffer{}, results: &results{reg: prometheus.NewRegistry()}}
+	b := &bundle{keys: loadKeys(t), nats: testenv.StartNATS(t), logs: &testenv.Buffer{}, results: &results{reg: prometheus.NewRegistry()}}
 	b.nc = connect(t, b.nats.URL)
 	js, err := jetstream.New(b.nc)
 	if err != nil {

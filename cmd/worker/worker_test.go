@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,27 +37,9 @@ func TestRun_configErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type proc struct {
 	cmd   *exec.Cmd
-	out   *syncBuffer
+	out   *testenv.Buffer
 	admin string
 	done  chan struct{} // closed when the process has exited
 	err   error         // its exit status, once done is closed
@@ -68,7 +48,7 @@ type proc struct {
 func startProc(t *testing.T, bin string, environ []string) *proc {
 	t.Helper()
 	admin := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	p := &proc{cmd: exec.Command(bin), out: &syncBuffer{}, admin: admin, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin), out: &testenv.Buffer{}, admin: admin, done: make(chan struct{})}
 	p.cmd.Env = append(environ, "ADMIN_ADDR="+admin)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -188,4 +189,25 @@ func waitTCP(tb testing.TB, addr string) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent use, for collecting the output
+// of a process or a logger while a test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String answers everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -3,7 +3,6 @@ package wechatsim_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -137,14 +136,6 @@ type rawResponse struct {
 	status int
 	header http.Header
 	body   []byte
-}
-
-func (r rawResponse) code() string {
-	var b struct {
-		Code string `json:"code"`
-	}
-	_ = json.Unmarshal(r.body, &b)
-	return b.Code
 }
 
 // signedRequest builds a request signed as merchant m at time ts; target

@@ -173,7 +173,7 @@ func WriteKeys(dir string, p *Platform, merchants []MerchantConfig, clients []*w
 		return errors.New("wechatsim: WriteKeys needs one client credential per merchant")
 	}
 	pd := filepath.Join(dir, platformDir)
-	if err := os.MkdirAll(pd, 0o755); err != nil {
+	if err := os.MkdirAll(pd, 0o750); err != nil {
 		return fmt.Errorf("wechatsim: %w", err)
 	}
 	certKey, err := wechat.MarshalPrivateKeyPEM(p.CertKey)
@@ -201,7 +201,7 @@ func WriteKeys(dir string, p *Platform, merchants []MerchantConfig, clients []*w
 			return fmt.Errorf("wechatsim: WriteKeys: merchant %d is %s on the simulator side and %s on the client side", i, mc.MchID, m.MchID)
 		}
 		md := filepath.Join(dir, mc.MchID)
-		if err := os.MkdirAll(md, 0o755); err != nil {
+		if err := os.MkdirAll(md, 0o750); err != nil {
 			return fmt.Errorf("wechatsim: %w", err)
 		}
 		key, err := wechat.MarshalPrivateKeyPEM(m.PrivateKey)

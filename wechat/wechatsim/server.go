@@ -59,7 +59,7 @@ func New(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	seed := uint64(cfg.Seed)
+	seed := uint64(cfg.Seed) //nolint:gosec // G115: a negative seed is as good a seed as any; only its bits matter
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
