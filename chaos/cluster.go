@@ -1,0 +1,343 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wxcombine/orderworker/wechat"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
+)
+
+// Service credential files, in the layout cmd/worker and cmd/notifier read
+// from WECHAT_MERCHANT_DIR/<mchid>/.
+const (
+	fileMerchantKey = "apiclient_key.pem"
+	fileAPIv3Key    = "apiv3_key"
+	fileSerial      = "serial"
+	filePublicKey   = "wechatpay_pub_key.pem"
+	filePublicKeyID = "pub_key_id"
+	filePlatformCrt = "platform_cert.pem"
+)
+
+// GenerateKeys generates a platform and one merchant per mchID (each bound
+// to appID "wx" + mchID + "chaos"), writes the simulator's keys into
+// simDir (wechatsim.WriteKeys) and the services' credential files into
+// serviceDir (see WriteServiceMerchants), and answers the keys. The
+// platform key has platformBits bits (1024 signs answers faster).
+func GenerateKeys(simDir, serviceDir string, platformBits int, mchIDs ...string) (*wechatsim.Keys, error) {
+	p, err := wechatsim.GeneratePlatform(platformBits)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		sims    []wechatsim.MerchantConfig
+		clients []*wechat.Merchant
+	)
+	for _, id := range mchIDs {
+		mc, m, err := wechatsim.GenerateMerchant(p, id, AppIDOf(id))
+		if err != nil {
+			return nil, err
+		}
+		sims, clients = append(sims, mc), append(clients, m)
+	}
+	if err := wechatsim.WriteKeys(simDir, p, sims, clients); err != nil {
+		return nil, err
+	}
+	keys, err := wechatsim.LoadKeys(simDir)
+	if err != nil {
+		return nil, err
+	}
+	return keys, WriteServiceMerchants(keys, serviceDir)
+}
+
+// AppIDOf answers the appid GenerateKeys binds to mchID.
+func AppIDOf(mchID string) string { return "wx" + mchID + "chaos" }
+
+// WriteServiceMerchants writes, for every merchant of keys,
+// dir/<mchid>/{apiclient_key.pem, apiv3_key, serial, wechatpay_pub_key.pem,
+// pub_key_id, platform_cert.pem}: the layout cmd/worker and cmd/notifier
+// read. The simulator's own directory (wechatsim.WriteKeys) keeps the
+// platform files apart and has no serial or pub_key_id files.
+func WriteServiceMerchants(keys *wechatsim.Keys, dir string) error {
+	for _, f := range keys.Files {
+		md := filepath.Join(dir, f.MchID)
+		if err := os.MkdirAll(md, 0o700); err != nil {
+			return fmt.Errorf("chaos: %w", err)
+		}
+		copies := map[string]string{
+			fileMerchantKey: f.PrivateKeyFile, fileAPIv3Key: f.APIv3KeyFile,
+			filePublicKey: f.PublicKeyFile, filePlatformCrt: f.PlatformCertFiles[0],
+		}
+		for name, src := range copies {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("chaos: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(md, name), b, 0o600); err != nil { //nolint:gosec // G703: names are constants, md the harness's own directory
+				return fmt.Errorf("chaos: %w", err)
+			}
+		}
+		for name, v := range map[string]string{fileSerial: f.Serial, filePublicKeyID: f.PublicKeyID} {
+			if err := os.WriteFile(filepath.Join(md, name), []byte(v+"\n"), 0o600); err != nil {
+				return fmt.Errorf("chaos: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// cluster is the set of processes of one run.
+type cluster struct {
+	cfg  *Config
+	bins map[string]string
+	dir  string // run directory
+	logs string // log directory
+
+	natsPort, natsMonPort, redisPort int
+	simURL                           string
+	notifierURL                      string
+	merchantDir                      string
+	mchIDs                           []string
+	recorder                         *Recorder
+
+	mu       sync.Mutex
+	nats     *Proc
+	redis    *Proc
+	sim      *Proc
+	notifier *Proc
+	workers  []*Proc // live workers
+	all      []*Proc // every process ever started
+	started  int     // workers started
+	exits    map[string]time.Time
+	outages  []Outage
+	unexpect []string
+}
+
+func (c *cluster) natsURL() string { return "nats://" + Addr(c.natsPort) }
+
+func (c *cluster) track(p *Proc) {
+	c.mu.Lock()
+	c.all = append(c.all, p)
+	c.mu.Unlock()
+}
+
+func (c *cluster) startNATS(ctx context.Context) error {
+	p, err := Start("nats", filepath.Join(c.logs, "nats.log"), nil, c.cfg.NATSServer,
+		"-js", "-sd", filepath.Join(c.dir, "nats"), "-a", "127.0.0.1",
+		"-p", strconv.Itoa(c.natsPort), "-m", strconv.Itoa(c.natsMonPort))
+	if err != nil {
+		return err
+	}
+	c.track(p)
+	c.mu.Lock()
+	c.nats = p
+	c.mu.Unlock()
+	return WaitHTTP(ctx, p, "http://"+Addr(c.natsMonPort)+"/healthz", 30*time.Second)
+}
+
+func (c *cluster) startRedis(ctx context.Context) error {
+	dir := filepath.Join(c.dir, "redis")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	// Persistence on, as in production: a restart must not forget the
+	// idempotency keys.
+	p, err := Start("redis", filepath.Join(c.logs, "redis.log"), nil, c.cfg.RedisServer,
+		"--port", strconv.Itoa(c.redisPort), "--bind", "127.0.0.1", "--dir", dir,
+		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", "")
+	if err != nil {
+		return err
+	}
+	c.track(p)
+	c.mu.Lock()
+	c.redis = p
+	c.mu.Unlock()
+	return WaitTCP(ctx, p, Addr(c.redisPort), 30*time.Second)
+}
+
+func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	f := c.cfg.faults()
+	args := []string{
+		"-listen", Addr(port), "-keys-dir", keysDir, "-flavour", "merchant", "-key-mode", "pubkey",
+		"-seed", strconv.FormatInt(seed, 10), "-notify-speedup", "60",
+		"-system-error-rate", fmtRate(f.SystemErrorRate), "-bank-error-rate", fmtRate(f.BankErrorRate),
+		"-frequency-limited-rate", fmtRate(f.FrequencyLimitedRate), "-bad-502-rate", fmtRate(f.Bad502Rate),
+		"-timeout-after-create-rate", fmtRate(f.TimeoutAfterCreateRate),
+		"-rate-per-merchant", fmtRate(f.RatePerMerchant), "-log-level", "info",
+	}
+	p, err := Start("wechatsim", filepath.Join(c.logs, "wechatsim.log"), nil, c.bins["wechatsim"], args...)
+	if err != nil {
+		return err
+	}
+	c.track(p)
+	c.sim = p
+	c.simURL = "http://" + Addr(port)
+	return WaitHTTP(ctx, p, c.simURL+"/sim/stats", 30*time.Second)
+}
+
+func fmtRate(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// workerEnv answers a worker's environment.
+func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
+	env := []string{
+		"NATS_URL=" + c.natsURL(),
+		"IDEMPOTENCY_BACKEND=redis",
+		"REDIS_ADDRS=" + Addr(c.redisPort),
+		"WECHAT_BASE_URL=" + baseURL,
+		"WECHAT_FLAVOUR=merchant",
+		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
+		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
+		"ADMIN_ADDR=" + Addr(adminPort),
+		"LOG_LEVEL=info",
+		// Shorter than production so that a run takes minutes: a hung call
+		// gives up after 3s, a killed worker's jobs come back after 30s.
+		"WECHAT_CALL_TIMEOUT=3s",
+		"ACK_WAIT=30s",
+		"JOB_TIMEOUT=25s",
+		"REDELIVERY_DELAYS=1s,2s,5s,10s",
+		"WORKER_IN_FLIGHT=16",
+		"DUPLICATE_WINDOW=1h",
+		"SHUTDOWN_GRACE=5s",
+	}
+	return append(env, c.cfg.WorkerEnv...)
+}
+
+// startWorker starts one more worker behind its own proxy listener and
+// waits until it is ready.
+func (c *cluster) startWorker(ctx context.Context) (*Proc, error) {
+	c.mu.Lock()
+	c.started++
+	name := fmt.Sprintf("worker-%d", c.started)
+	c.mu.Unlock()
+	baseURL, err := c.recorder.Listen(name)
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	p, err := Start(name, filepath.Join(c.logs, name+".log"), c.workerEnv(baseURL, adminPort), c.bins["worker"])
+	if err != nil {
+		return nil, err
+	}
+	c.track(p)
+	c.mu.Lock()
+	c.workers = append(c.workers, p)
+	c.mu.Unlock()
+	return p, WaitHTTP(ctx, p, "http://"+Addr(adminPort)+"/readyz", 60*time.Second)
+}
+
+func (c *cluster) startNotifier(ctx context.Context) error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	adminPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	env := []string{
+		"NATS_URL=" + c.natsURL(),
+		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
+		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
+		"HTTP_ADDR=" + Addr(port),
+		"ADMIN_ADDR=" + Addr(adminPort),
+		"LOG_LEVEL=info",
+	}
+	p, err := Start("notifier", filepath.Join(c.logs, "notifier.log"), env, c.bins["notifier"])
+	if err != nil {
+		return err
+	}
+	c.track(p)
+	c.notifier = p
+	c.notifierURL = "http://" + Addr(port)
+	return WaitHTTP(ctx, p, "http://"+Addr(adminPort)+"/readyz", 60*time.Second)
+}
+
+// killWorker SIGKILLs live worker i.
+func (c *cluster) killWorker(i int) string {
+	c.mu.Lock()
+	p := c.workers[i]
+	c.workers = append(c.workers[:i:i], c.workers[i+1:]...)
+	c.mu.Unlock()
+	p.Kill()
+	_, at, _, _ := p.Exited()
+	c.mu.Lock()
+	c.exits[p.Name] = at
+	c.mu.Unlock()
+	return p.Name
+}
+
+// reap records workers that exited without the harness asking and answers
+// how many; the caller replaces them. Other processes that died are
+// recorded too.
+func (c *cluster) reap() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	live := c.workers[:0]
+	for _, p := range c.workers {
+		if exited, at, byHarness, err := p.Exited(); exited && !byHarness {
+			c.exits[p.Name] = at
+			c.unexpect = append(c.unexpect, fmt.Sprintf("%s exited at %s: %v (see %s)", p.Name, at.Format(time.RFC3339Nano), err, p.LogPath))
+			n++
+			continue
+		}
+		live = append(live, p)
+	}
+	c.workers = live
+	for _, p := range []*Proc{c.nats, c.redis, c.sim, c.notifier} {
+		if p == nil {
+			continue
+		}
+		if exited, at, byHarness, err := p.Exited(); exited && !byHarness {
+			msg := fmt.Sprintf("%s exited at %s: %v (see %s)", p.Name, at.Format(time.RFC3339Nano), err, p.LogPath)
+			if !containsString(c.unexpect, msg) {
+				c.unexpect = append(c.unexpect, msg)
+			}
+		}
+	}
+	return n
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// shutdown stops every process still running: workers first (gracefully,
+// so their logs end cleanly), then the rest.
+func (c *cluster) shutdown() {
+	c.mu.Lock()
+	all := append([]*Proc(nil), c.all...)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range all {
+		if strings.HasPrefix(p.Name, "worker-") || p.Name == "notifier" {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.Stop(8 * time.Second) }()
+		}
+	}
+	wg.Wait()
+	for _, p := range all {
+		p.Stop(8 * time.Second)
+	}
+	if c.recorder != nil {
+		c.recorder.Close()
+	}
+}

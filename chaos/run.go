@@ -1,0 +1,655 @@
+package chaos
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/internal/securitytest"
+	"github.com/wxcombine/orderworker/loadgen"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
+)
+
+// Defaults of Config.
+const (
+	OrdersDefault                 = 10_000
+	DuplicateShareDefault         = 0.2
+	LateDuplicateShareDefault     = 0.5
+	InvalidShareDefault           = 0.01
+	MalformedShareDefault         = 0.005
+	PayShareDefault               = 0.2
+	WorkersDefault                = 3
+	KillsDefault                  = 5
+	TransientFaultRateDefault     = 0.30
+	TimeoutAfterCreateRateDefault = 0.05
+	RatePerMerchantDefault        = 45
+	MerchantsDefault              = 2
+	PublishRateDefault            = 80
+	TimeoutDefault                = 20 * time.Minute
+)
+
+// Config configures a chaos run.
+type Config struct {
+	// Dir receives the report, the logs and the servers' data. Required.
+	Dir string `json:"dir"`
+	// Orders is how many distinct orders the load generator publishes.
+	// Defaults to OrdersDefault.
+	Orders int `json:"orders"`
+	// DuplicateShare adds this many duplicate publishes per distinct order.
+	// Defaults to DuplicateShareDefault (20%).
+	DuplicateShare float64 `json:"duplicate_share"`
+	// LateDuplicateShare is the share of duplicates that carry a new
+	// Nats-Msg-Id, so that they reach the workers and the idempotency
+	// store. Defaults to LateDuplicateShareDefault.
+	LateDuplicateShare float64 `json:"late_duplicate_share"`
+	// InvalidShare and MalformedShare are the shares of jobs that must be
+	// dead-lettered. Default to InvalidShareDefault and
+	// MalformedShareDefault.
+	InvalidShare   float64 `json:"invalid_share"`
+	MalformedShare float64 `json:"malformed_share"`
+	// PayShare is the share of created orders paid through the simulator.
+	// Defaults to PayShareDefault.
+	PayShare float64 `json:"pay_share"`
+	// Workers is how many worker processes run at once. Defaults to 3.
+	Workers int `json:"workers"`
+	// Kills is how many times a worker is SIGKILLed and replaced. Defaults
+	// to 5; negative means none.
+	Kills int `json:"kills"`
+	// RedisRestarts and NATSRestarts are how many times each server is
+	// stopped and started again. Default to 1; negative means none.
+	RedisRestarts int `json:"redis_restarts"`
+	NATSRestarts  int `json:"nats_restarts"`
+	// TransientFaultRate is the share of WeChat Pay calls answered with a
+	// retryable error (SYSTEMERROR, BANKERROR, FREQUENCY_LIMITED, 502).
+	// Defaults to 30%.
+	TransientFaultRate float64 `json:"transient_fault_rate"`
+	// TimeoutAfterCreateRate is the share of creates that commit and never
+	// answer. Defaults to 5%.
+	TimeoutAfterCreateRate float64 `json:"timeout_after_create_rate"`
+	// RatePerMerchant limits each merchant's calls per second at the
+	// simulator. Defaults to RatePerMerchantDefault.
+	RatePerMerchant float64 `json:"rate_per_merchant"`
+	// Merchants is how many combine merchants orders are spread over.
+	// Defaults to 2.
+	Merchants int `json:"merchants"`
+	// PublishRate is how many jobs per second the load generator publishes;
+	// the disruptions are spread over the publishing time. Defaults to
+	// PublishRateDefault.
+	PublishRate float64 `json:"publish_rate"`
+	// Seed drives every random choice: the disruption schedule, the
+	// simulator's fault dice and the generated orders. Defaults to a random
+	// seed, printed in the report.
+	Seed uint64 `json:"seed"`
+	// Timeout bounds the whole run. Defaults to TimeoutDefault.
+	Timeout time.Duration `json:"timeout"`
+	// NATSServer and RedisServer are the server binaries. Default to
+	// "nats-server" and "redis-server" on PATH.
+	NATSServer  string `json:"nats_server"`
+	RedisServer string `json:"redis_server"`
+	// WorkerEnv adds environment settings to every worker. Defaults to none.
+	WorkerEnv []string `json:"worker_env,omitempty"`
+	// Progress receives progress lines. Defaults to io.Discard.
+	Progress io.Writer `json:"-"`
+}
+
+func (cfg *Config) applyDefaults() error {
+	if cfg.Dir == "" {
+		return errors.New("chaos: Config.Dir is required")
+	}
+	cfg.Orders = cmp.Or(cfg.Orders, OrdersDefault)
+	cfg.DuplicateShare = cmp.Or(cfg.DuplicateShare, DuplicateShareDefault)
+	cfg.LateDuplicateShare = cmp.Or(cfg.LateDuplicateShare, LateDuplicateShareDefault)
+	cfg.InvalidShare = cmp.Or(cfg.InvalidShare, InvalidShareDefault)
+	cfg.MalformedShare = cmp.Or(cfg.MalformedShare, MalformedShareDefault)
+	cfg.PayShare = cmp.Or(cfg.PayShare, PayShareDefault)
+	cfg.Workers = cmp.Or(cfg.Workers, WorkersDefault)
+	cfg.Kills = cmp.Or(cfg.Kills, KillsDefault)
+	cfg.RedisRestarts = cmp.Or(cfg.RedisRestarts, 1)
+	cfg.NATSRestarts = cmp.Or(cfg.NATSRestarts, 1)
+	cfg.Kills, cfg.RedisRestarts, cfg.NATSRestarts = max(cfg.Kills, 0), max(cfg.RedisRestarts, 0), max(cfg.NATSRestarts, 0)
+	cfg.TransientFaultRate = cmp.Or(cfg.TransientFaultRate, TransientFaultRateDefault)
+	cfg.TimeoutAfterCreateRate = cmp.Or(cfg.TimeoutAfterCreateRate, TimeoutAfterCreateRateDefault)
+	cfg.RatePerMerchant = cmp.Or(cfg.RatePerMerchant, RatePerMerchantDefault)
+	cfg.Merchants = cmp.Or(cfg.Merchants, MerchantsDefault)
+	cfg.PublishRate = cmp.Or(cfg.PublishRate, PublishRateDefault)
+	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
+	cfg.NATSServer = cmp.Or(cfg.NATSServer, "nats-server")
+	cfg.RedisServer = cmp.Or(cfg.RedisServer, "redis-server")
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	switch {
+	case cfg.Orders < 1:
+		return errors.New("chaos: Orders must be positive")
+	case cfg.Workers < 1:
+		return errors.New("chaos: Workers must be positive")
+	case cfg.Merchants < 1 || cfg.Merchants > 90:
+		return errors.New("chaos: Merchants must be from 1 to 90")
+	case cfg.TransientFaultRate+cfg.TimeoutAfterCreateRate > 1:
+		return errors.New("chaos: fault rates add up to more than 1")
+	}
+	for _, bin := range []*string{&cfg.NATSServer, &cfg.RedisServer} {
+		p, err := exec.LookPath(*bin)
+		if err != nil {
+			return fmt.Errorf("chaos: %s is not installed: %w", *bin, err)
+		}
+		*bin = p
+	}
+	return nil
+}
+
+// faults splits TransientFaultRate over the simulator's retryable faults:
+// 40% SYSTEMERROR, 15% BANKERROR, 15% FREQUENCY_LIMITED, 30% 502.
+func (cfg *Config) faults() wechatsim.FaultConfig {
+	t := cfg.TransientFaultRate
+	return wechatsim.FaultConfig{
+		SystemErrorRate: t * 0.40, BankErrorRate: t * 0.15, FrequencyLimitedRate: t * 0.15, Bad502Rate: t * 0.30,
+		TimeoutAfterCreateRate: cfg.TimeoutAfterCreateRate, RatePerMerchant: cfg.RatePerMerchant,
+	}
+}
+
+// Disruption is one fault the harness caused.
+type Disruption struct {
+	Kind string `json:"kind"` // kill_worker, restart_redis, restart_nats
+	// Target names the process.
+	Target string `json:"target"`
+	// PlannedAt and At are offsets from the start of publishing.
+	PlannedAt float64 `json:"planned_at_s"`
+	At        float64 `json:"at_s"`
+	// DownSeconds is how long the target was down.
+	DownSeconds float64 `json:"down_s"`
+	// Replacement names the worker started after a kill.
+	Replacement string `json:"replacement,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Disruption kinds.
+const (
+	KindKillWorker   = "kill_worker"
+	KindRestartRedis = "restart_redis"
+	KindRestartNATS  = "restart_nats"
+)
+
+// Run carries out a chaos run and answers its report. An error means the
+// run could not be carried out (a server did not start, the time ran out);
+// the report then holds what was gathered. Violations are in the report,
+// whose OK is false when there is any.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.applyDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	rep := &Report{Seed: cfg.Seed, Config: cfg, Dir: cfg.Dir, StartedAt: time.Now(), Restarts: map[string]int{}}
+	err := run(ctx, &cfg, rep)
+	rep.FinishedAt = time.Now()
+	rep.Seconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	rep.finish()
+	if werr := rep.WriteFile(filepath.Join(cfg.Dir, "report.json")); werr != nil && err == nil {
+		err = werr
+	}
+	return rep, err
+}
+
+func (cfg *Config) logf(format string, args ...any) {
+	fmt.Fprintf(cfg.Progress, "%s chaos: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(ctx context.Context, cfg *Config, rep *Report) error {
+	c := &cluster{cfg: cfg, dir: cfg.Dir, logs: filepath.Join(cfg.Dir, "logs"), exits: map[string]time.Time{}}
+	rep.Logs = c.logs
+	if err := os.MkdirAll(c.logs, 0o750); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	defer c.shutdown()
+	rng := mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
+
+	cfg.logf("building worker, notifier and wechatsim")
+	bins, err := Build(ctx, filepath.Join(cfg.Dir, "bin"))
+	if err != nil {
+		return err
+	}
+	c.bins = bins
+	for i := range cfg.Merchants {
+		c.mchIDs = append(c.mchIDs, fmt.Sprintf("19000001%02d", 10+i))
+	}
+	keysDir := filepath.Join(cfg.Dir, "sim-keys")
+	c.merchantDir = filepath.Join(cfg.Dir, "merchants")
+	keys, err := GenerateKeys(keysDir, c.merchantDir, 1024, c.mchIDs...)
+	if err != nil {
+		return err
+	}
+	for _, port := range []*int{&c.natsPort, &c.natsMonPort, &c.redisPort} {
+		if *port, err = FreePort(); err != nil {
+			return err
+		}
+	}
+	cfg.logf("starting nats-server, redis-server and wechatsim")
+	if err := c.startNATS(ctx); err != nil {
+		return err
+	}
+	if err := c.startRedis(ctx); err != nil {
+		return err
+	}
+	if err := c.startSim(ctx, keysDir, int64(rng.Uint64()>>1)); err != nil {
+		return err
+	}
+	c.recorder = NewRecorder(c.simURL)
+	cfg.logf("starting %d workers and the notifier", cfg.Workers)
+	for range cfg.Workers {
+		if _, err := c.startWorker(ctx); err != nil {
+			return err
+		}
+	}
+	if err := c.startNotifier(ctx); err != nil {
+		return err
+	}
+
+	var merchants []loadgen.Merchant
+	for _, id := range c.mchIDs {
+		merchants = append(merchants, loadgen.Merchant{MchID: id, AppID: AppIDOf(id), NotifyURL: c.notifierURL + "/v3/notify/" + id})
+	}
+	sim := &loadgen.SimClient{BaseURL: c.simURL}
+	var (
+		keysMu  sync.Mutex
+		runKeys []loadgen.OrderKey
+		infos   map[loadgen.OrderKey]wechatsim.OrderInfo
+		simErr  error
+	)
+	var progress atomic.Pointer[loadgen.Progress]
+	var lastPrint time.Time
+	lgSeed := rng.Uint64() | 1
+	lcfg := loadgen.Config{
+		Merchants: merchants, Orders: cfg.Orders, Rate: cfg.PublishRate,
+		DuplicateShare: cfg.DuplicateShare, LateDuplicateShare: cfg.LateDuplicateShare,
+		InvalidShare: cfg.InvalidShare, MalformedShare: cfg.MalformedShare, PayShare: cfg.PayShare,
+		PayFunc: sim.Pay, RunID: fmt.Sprintf("CH%08d", rng.Uint64()%100_000_000), Seed: lgSeed,
+		Wait: 5 * time.Minute, Linger: 2 * time.Second, StreamWait: 30 * time.Second,
+		CreateCountsFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]int, error) {
+			got, err := simOrders(ctx, sim, keys)
+			keysMu.Lock()
+			runKeys, infos, simErr = keys, got, err
+			keysMu.Unlock()
+			counts := make(map[loadgen.OrderKey]int, len(got))
+			for k, v := range got {
+				counts[k] = v.CreateCalls
+			}
+			return counts, err
+		},
+		ProgressFunc: func(p loadgen.Progress) {
+			progress.Store(&p)
+			if time.Since(lastPrint) >= 10*time.Second {
+				lastPrint = time.Now()
+				phase := "publishing"
+				if !p.Publishing {
+					phase = "waiting"
+				}
+				cfg.logf("%5.0fs %s: %d orders, %d outcomes, %d dead letters, %d payments",
+					p.Elapsed.Seconds(), phase, p.Orders, p.Outcomes, p.DeadLetters, p.Payments)
+			}
+		},
+	}
+	rep.RunID = lcfg.RunID
+	nc, err := nats.Connect(c.natsURL(), nats.Name("chaos-loadgen"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("chaos: connect: %w", err)
+	}
+	defer nc.Close()
+
+	messages := float64(cfg.Orders) * (1 + cfg.DuplicateShare)
+	publishFor := time.Duration(messages / cfg.PublishRate * float64(time.Second))
+	plan := schedule(rng, cfg, publishFor)
+	cfg.logf("seed %d: publishing %d orders (+%.0f%% duplicates) over ~%s; %d disruptions planned",
+		cfg.Seed, cfg.Orders, cfg.DuplicateShare*100, publishFor.Round(time.Second), len(plan))
+
+	chaosCtx, stopChaos := context.WithCancel(ctx)
+	chaosDone := make(chan []Disruption, 1)
+	start := time.Now()
+	go func() { // Owned by run; ends when chaosCtx ends or the plan is done.
+		chaosDone <- c.disrupt(chaosCtx, rng, plan, start)
+	}()
+	lrep, lerr := loadgen.Run(ctx, nc, lcfg)
+	time.Sleep(2 * time.Second) // late events get a chance to show up
+	stopChaos()
+	rep.Disruptions = <-chaosDone
+	rep.Loadgen = lrep
+	if lerr != nil {
+		return fmt.Errorf("chaos: load generator: %w", lerr)
+	}
+	keysMu.Lock()
+	defer keysMu.Unlock()
+	if simErr != nil {
+		return fmt.Errorf("chaos: simulator orders: %w", simErr)
+	}
+	c.reap()
+
+	cfg.logf("load generator done: %s", lrep.Line())
+	cfg.logf("reading the event and dead-letter streams")
+	ev := &Evidence{Keys: runKeys, PublishErrors: lrep.Published.Errors, Sim: infos, Calls: c.recorder.Calls()}
+	if err := readStreams(ctx, nc, ev, lcfg.RunID); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	ev.Outages = slices.Clone(c.outages)
+	ev.Exits = c.exits
+	rep.UnexpectedExits = slices.Clone(c.unexpect)
+	rep.WorkersStarted = c.started
+	c.mu.Unlock()
+	if st, err := sim.Stats(ctx); err == nil {
+		rep.Sim = &st
+	}
+	rep.Check = Check(ev)
+	rep.Outages = ev.Outages
+	if data, err := json.Marshal(ev.Calls); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "create-calls.json"), data, 0o600)
+	}
+
+	c.shutdown() // flush every log before scanning them
+	sc := securitytest.NewScanner()
+	for i, m := range keys.Merchants {
+		pem, err := os.ReadFile(keys.Files[i].PrivateKeyFile)
+		if err != nil {
+			return fmt.Errorf("chaos: %w", err)
+		}
+		if err := sc.AddPrivateKeyPEM("merchant "+m.MchID+" private key", pem); err != nil {
+			return err
+		}
+		sc.AddAPIv3Key("merchant "+m.MchID+" APIv3 key", string(m.APIv3Key))
+	}
+	findings, err := sc.ScanDir(c.logs)
+	if err != nil {
+		return err
+	}
+	rep.SecretFindings = findings
+	return nil
+}
+
+// simOrders reads the simulator's view of every order.
+func simOrders(ctx context.Context, sim *loadgen.SimClient, keys []loadgen.OrderKey) (map[loadgen.OrderKey]wechatsim.OrderInfo, error) {
+	var (
+		mu    sync.Mutex
+		out   = make(map[loadgen.OrderKey]wechatsim.OrderInfo, len(keys))
+		first error
+		wg    sync.WaitGroup
+		next  = make(chan loadgen.OrderKey)
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() { // Owned by simOrders; ends when next is closed.
+			defer wg.Done()
+			for key := range next {
+				info, ok, err := sim.Order(ctx, key)
+				mu.Lock()
+				switch {
+				case err != nil && first == nil:
+					first = err
+				case ok:
+					out[key] = info
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, key := range keys {
+		next <- key
+	}
+	close(next)
+	wg.Wait()
+	return out, first
+}
+
+// planned is one disruption of the schedule.
+type planned struct {
+	kind string
+	at   time.Duration
+}
+
+// schedule spreads the disruptions at random over [8%, 92%] of the
+// publishing time.
+func schedule(rng *mrand.Rand, cfg *Config, publishFor time.Duration) []planned {
+	var kinds []string
+	for range cfg.Kills {
+		kinds = append(kinds, KindKillWorker)
+	}
+	for range cfg.RedisRestarts {
+		kinds = append(kinds, KindRestartRedis)
+	}
+	for range cfg.NATSRestarts {
+		kinds = append(kinds, KindRestartNATS)
+	}
+	plan := make([]planned, len(kinds))
+	for i, k := range kinds {
+		f := 0.08 + 0.84*rng.Float64()
+		plan[i] = planned{kind: k, at: time.Duration(f * float64(publishFor))}
+	}
+	slices.SortFunc(plan, func(a, b planned) int { return cmp.Compare(a.at, b.at) })
+	return plan
+}
+
+// disrupt carries out the plan, one disruption at a time, and replaces
+// workers that die on their own.
+func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, start time.Time) []Disruption {
+	var done []Disruption
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	lastEnd := time.Time{}
+	for len(plan) > 0 || ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			for _, p := range plan {
+				done = append(done, Disruption{Kind: p.kind, PlannedAt: p.at.Seconds(), At: -1, Error: "not performed: the run ended first"})
+			}
+			return done
+		case <-tick.C:
+		}
+		if n := c.reap(); n > 0 {
+			c.cfg.logf("%d worker(s) exited on their own; starting replacements", n)
+			for range n {
+				if _, err := c.startWorker(ctx); err != nil {
+					c.cfg.logf("replacement worker: %v", err)
+				}
+			}
+		}
+		if len(plan) == 0 || time.Since(start) < plan[0].at || time.Since(lastEnd) < time.Second {
+			continue
+		}
+		p := plan[0]
+		plan = plan[1:]
+		d := Disruption{Kind: p.kind, PlannedAt: p.at.Seconds(), At: time.Since(start).Seconds()}
+		switch p.kind {
+		case KindKillWorker:
+			c.mu.Lock()
+			n := len(c.workers)
+			c.mu.Unlock()
+			if n == 0 {
+				d.Error = "no live worker"
+				break
+			}
+			d.Target = c.killWorker(rng.IntN(n))
+			down := time.Now()
+			sleepCtx(ctx, time.Duration(500+rng.IntN(1500))*time.Millisecond)
+			w, err := c.startWorker(ctx)
+			if w != nil {
+				d.Replacement = w.Name
+			}
+			if err != nil {
+				d.Error = err.Error()
+			}
+			d.DownSeconds = time.Since(down).Seconds()
+			c.cfg.logf("SIGKILLed %s; %s took over", d.Target, d.Replacement)
+		case KindRestartRedis:
+			d.Target = "redis"
+			d.DownSeconds, d.Error = c.restart(ctx, "redis", time.Duration(2000+rng.IntN(3000))*time.Millisecond)
+			c.cfg.logf("restarted redis-server (down %.1fs)", d.DownSeconds)
+		case KindRestartNATS:
+			d.Target = "nats"
+			d.DownSeconds, d.Error = c.restart(ctx, "nats", time.Duration(2000+rng.IntN(2000))*time.Millisecond)
+			c.cfg.logf("restarted nats-server (down %.1fs)", d.DownSeconds)
+		}
+		done = append(done, d)
+		lastEnd = time.Now()
+	}
+	return done
+}
+
+// restart stops a server, waits, starts it again and records the outage.
+func (c *cluster) restart(ctx context.Context, which string, pause time.Duration) (float64, string) {
+	c.mu.Lock()
+	p := c.redis
+	if which == "nats" {
+		p = c.nats
+	}
+	c.mu.Unlock()
+	o := Outage{Server: which, Down: time.Now()}
+	p.Stop(15 * time.Second)
+	sleepCtx(ctx, pause)
+	var err error
+	if which == "nats" {
+		err = c.startNATS(ctx)
+	} else {
+		err = c.startRedis(ctx)
+	}
+	o.Up = time.Now()
+	c.mu.Lock()
+	c.outages = append(c.outages, o)
+	c.mu.Unlock()
+	if err != nil {
+		return o.Up.Sub(o.Down).Seconds(), err.Error()
+	}
+	return o.Up.Sub(o.Down).Seconds(), ""
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// readStreams reads every stored event and dead letter of the run.
+func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("chaos: jetstream: %w", err)
+	}
+	ev.Outcomes = map[loadgen.OrderKey][]OutcomeEvent{}
+	ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{}
+	ev.Payments = map[loadgen.OrderKey][]string{}
+	s := events.Subjects{}
+	err = readAll(ctx, js, events.StreamEvents, func(m jetstream.Msg) {
+		switch m.Subject() {
+		case s.PrepayCreated():
+			var e events.PrepayCreated
+			if json.Unmarshal(m.Data(), &e) == nil {
+				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
+			}
+		case s.PrepayFailed():
+			var e events.PrepayFailed
+			if json.Unmarshal(m.Data(), &e) == nil {
+				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
+			}
+		case s.PaymentSucceeded():
+			var e events.PaymentSucceeded
+			if json.Unmarshal(m.Data(), &e) == nil {
+				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+				ev.Payments[k] = append(ev.Payments[k], e.CombineTransactionID)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
+		var dl events.DeadLetter
+		if json.Unmarshal(m.Data(), &dl) != nil {
+			ev.UnkeyedDeadLetters++
+			return
+		}
+		k := loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}
+		if k.OutTradeNo == "" {
+			// Read the order from the job itself, leniently.
+			var job struct {
+				Request struct {
+					MchID      string `json:"combine_mchid"`
+					OutTradeNo string `json:"combine_out_trade_no"`
+				} `json:"request"`
+			}
+			_ = json.Unmarshal(dl.OriginalData, &job)
+			k = loadgen.OrderKey{MchID: job.Request.MchID, OutTradeNo: job.Request.OutTradeNo}
+		}
+		if k.OutTradeNo == "" {
+			ev.UnkeyedDeadLetters++
+			return
+		}
+		ev.DeadLetters[k] = append(ev.DeadLetters[k], dl.Reason)
+	})
+}
+
+// readAll hands every message of a stream to f, in order.
+func readAll(ctx context.Context, js jetstream.JetStream, stream string, f func(jetstream.Msg)) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("chaos: stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("chaos: stream %s: %w", stream, err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return fmt.Errorf("chaos: stream %s: %w", stream, err)
+	}
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("chaos: read %s: %w", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			f(m)
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("chaos: read %s: %w", stream, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("chaos: read %s: stopped before sequence %d", stream, last)
+		}
+	}
+}

@@ -1,0 +1,95 @@
+// Command chaos runs the chaos suite (package chaos): real nats-server,
+// redis-server, wechatsim with faults on, three workers and the notifier,
+// fed by the load generator while workers are SIGKILLed and the servers
+// restarted; then it checks the invariants, prints them and writes
+// report.json. It exits 0 when every invariant holds, 1 on a violation and
+// 2 when the run could not be carried out.
+//
+//	go run ./cmd/chaos -orders 10000            # make chaos
+//	go run ./cmd/chaos -orders 2000             # make chaos/short (CI)
+//	go run ./cmd/chaos -seed 1234 -orders 2000  # replay a run's schedule
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wxcombine/orderworker/chaos"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type workerEnv []string
+
+func (w *workerEnv) String() string     { return strings.Join(*w, " ") }
+func (w *workerEnv) Set(v string) error { *w = append(*w, v); return nil }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cfg chaos.Config
+	var env workerEnv
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Dir, "dir", "", "report directory (default reports/chaos-<time>)")
+	fs.IntVar(&cfg.Orders, "orders", chaos.OrdersDefault, "distinct orders")
+	fs.Float64Var(&cfg.DuplicateShare, "dup", chaos.DuplicateShareDefault, "duplicate publishes per distinct order")
+	fs.Float64Var(&cfg.PayShare, "pay", chaos.PayShareDefault, "share of created orders to pay")
+	fs.IntVar(&cfg.Workers, "workers", chaos.WorkersDefault, "worker processes at once")
+	fs.IntVar(&cfg.Kills, "kills", chaos.KillsDefault, "worker SIGKILLs (-1: none)")
+	fs.IntVar(&cfg.RedisRestarts, "redis-restarts", 1, "Redis restarts (-1: none)")
+	fs.IntVar(&cfg.NATSRestarts, "nats-restarts", 1, "NATS restarts (-1: none)")
+	fs.Float64Var(&cfg.TransientFaultRate, "faults", chaos.TransientFaultRateDefault, "share of WeChat Pay calls answered with a retryable error")
+	fs.Float64Var(&cfg.TimeoutAfterCreateRate, "timeouts", chaos.TimeoutAfterCreateRateDefault, "share of creates that commit and never answer")
+	fs.Float64Var(&cfg.RatePerMerchant, "rate-per-merchant", chaos.RatePerMerchantDefault, "simulator's per-merchant request limit per second")
+	fs.Float64Var(&cfg.PublishRate, "publish-rate", chaos.PublishRateDefault, "jobs published per second")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the schedule, the fault dice and the orders (default random, printed)")
+	fs.DurationVar(&cfg.Timeout, "timeout", chaos.TimeoutDefault, "bound of the whole run")
+	fs.Var(&env, "worker-env", "extra worker setting NAME=VALUE (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg.WorkerEnv = env
+	if cfg.Dir == "" {
+		cfg.Dir = filepath.Join("reports", "chaos-"+time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		fmt.Fprintln(stderr, "chaos:", err)
+		return 2
+	}
+	if abs, err := filepath.Abs(cfg.Dir); err == nil {
+		cfg.Dir = abs
+	}
+	cfg.Progress = stdout
+	rep, err := chaos.Run(ctx, cfg)
+	if rep == nil {
+		fmt.Fprintln(stderr, "chaos:", err)
+		return 2
+	}
+	fmt.Fprintln(stdout, "chaos report:")
+	_ = rep.WriteText(stdout)
+	fmt.Fprintf(stdout, "  report written to %s\n", filepath.Join(rep.Dir, "report.json"))
+	switch {
+	case err != nil:
+		fmt.Fprintln(stderr, "chaos:", err)
+		return 2
+	case !rep.OK:
+		return 1
+	}
+	return 0
+}
