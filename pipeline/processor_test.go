@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -218,6 +219,9 @@ func TestProcessor_Process(t *testing.T) {
 		{name: "created", results: []payResult{ok}, wantCalls: 1,
 			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
 		{name: "retryable errors are retried in process", results: []payResult{{err: sysErr}, {err: timeoutErr}, ok}, wantCalls: 3,
+			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
+		{name: "an answer that fails verification (a SIGNTEST probe) is retried with the same body",
+			results: []payResult{{err: fmt.Errorf("wechat: POST /v3/combine-transactions/jsapi: %w: signature probe", wechat.ErrSignature)}, ok}, wantCalls: 2,
 			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
 		{name: "in-process budget spent hands the job back", results: []payResult{{err: sysErr}}, wantCalls: 4,
 			wantErr: &pipeline.RetryError{}, wantAfter: 3 * time.Second, wantReleased: true},

@@ -178,9 +178,14 @@ func TestClient_VerificationFailures(t *testing.T) {
 			if !errors.Is(err, ErrSignature) {
 				t.Fatalf("call = %v, want ErrSignature", err)
 			}
+			// Never an API error; always an unknown outcome, retried with the
+			// same parameters, because the order may exist.
 			var apiErr *APIError
-			if errors.As(err, &apiErr) || Retryable(err) {
-				t.Errorf("signature failure %v is an APIError or retryable", err)
+			if errors.As(err, &apiErr) {
+				t.Errorf("signature failure %v is an APIError", err)
+			}
+			if !Retryable(err) || !UnknownOutcome(err) {
+				t.Errorf("signature failure %v: Retryable = %v, UnknownOutcome = %v, want both true", err, Retryable(err), UnknownOutcome(err))
 			}
 			if !strings.Contains(err.Error(), "08F78BB5AF0610D302-268435456") {
 				t.Errorf("error %q lacks the Request-ID", err)

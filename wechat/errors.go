@@ -123,9 +123,10 @@ var retryableCodes = map[string]bool{"SYSTEMERROR": true, "BANKERROR": true, "FR
 
 // Retryable reports whether a call that failed with err may be retried with
 // the same parameters: SYSTEMERROR, BANKERROR, FREQUENCY_LIMITED (and any
-// 429), and failures whose outcome is unknown — transport errors, timeouts and
-// 5xx answers without a WeChat code (a 502 from a proxy). Every other WeChat
-// error, a local validation error and a signature failure are not retryable.
+// 429), and failures whose outcome is unknown — transport errors, timeouts,
+// 5xx answers without a WeChat code (a 502 from a proxy) and 2xx answers
+// whose signature does not verify (see UnknownOutcome). Every other WeChat
+// error and a local validation error are not retryable.
 // A canceled parent context is not retryable either: the caller gave up.
 func Retryable(err error) bool {
 	if err == nil {
@@ -148,10 +149,17 @@ func Retryable(err error) bool {
 }
 
 // UnknownOutcome reports whether err leaves it unknown if WeChat Pay acted on
-// the request: a timeout, a transport error, or a 5xx without a WeChat code.
-// A retry must then use the same parameters (the same order number), never a
-// new one.
+// the request: a timeout, a transport error, a 5xx without a WeChat code, or
+// an answer whose signature does not verify. The last one includes the
+// WECHATPAY/SIGNTEST/ probes WeChat Pay deliberately sends: the order may
+// well exist, but an unverified answer must not be trusted, so the call is
+// repeated and WeChat Pay answers the same prepay_id, properly signed. A
+// retry must always use the same parameters (the same order number), never
+// a new one.
 func UnknownOutcome(err error) bool {
+	if errors.Is(err, ErrSignature) {
+		return true
+	}
 	var te *TransportError
 	if errors.As(err, &te) {
 		return true

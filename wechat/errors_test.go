@@ -87,7 +87,7 @@ func TestRetryable_Other(t *testing.T) {
 		{"caller canceled", &TransportError{Op: "GET x", Err: context.Canceled}, false},
 		{"net error", &net.OpError{Op: "dial", Err: errors.New("refused")}, true},
 		{"validation", &ValidationError{Field: "/combine_appid", Issue: "is required"}, false},
-		{"signature", fmt.Errorf("verify: %w", ErrSignature), false},
+		{"unverified answer: outcome unknown", fmt.Errorf("verify: %w", ErrSignature), true},
 		{"unknown merchant", ErrUnknownMerchant, false},
 		{"plain", errors.New("boom"), false},
 	}
