@@ -20,10 +20,14 @@
 //  2. Content-Length against [Config.MaxBodySize] (413);
 //  3. the Wechatpay-* headers: present, a timestamp within five minutes, a
 //     known serial, not a WECHATPAY/SIGNTEST/ probe (401) — no body read yet;
-//  4. a slot among [Config.MaxConcurrentVerifications] (503 when none is
-//     free: WeChat Pay retries);
-//  5. the body, at most MaxBodySize bytes through [http.MaxBytesReader]
-//     (413), then the RSA signature over the raw body (401);
+//  4. admission among [Config.MaxConcurrentRequests], which bounds the
+//     bodies in memory, and the body, at most MaxBodySize bytes through
+//     [http.MaxBytesReader] (413);
+//  5. a slot among [Config.MaxConcurrentVerifications], which bounds the
+//     CPU-bound work, then the RSA signature over the raw body (401).
+//     Each wait for capacity lasts at most [Config.SlotWait], then 503
+//     (WeChat Pay retries): forgeries that carry a real serial delay a
+//     genuine notification by milliseconds instead of turning it away;
 //  6. decryption with the merchant's APIv3 key (400) and the combine
 //     transaction (400);
 //  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID], waiting

@@ -35,6 +35,12 @@ const (
 	// PublishTimeoutDefault bounds the wait for JetStream's PubAck, so the
 	// answer leaves within WeChat Pay's 5 seconds.
 	PublishTimeoutDefault = 4 * time.Second
+	// MaxConcurrentRequestsDefault admits at most 256 requests past the
+	// header checks: at most 16 MiB of bodies with MaxBodySizeDefault.
+	MaxConcurrentRequestsDefault = 256
+	// SlotWaitDefault bounds each of the two waits for capacity: with the
+	// PublishTimeoutDefault, the answer leaves within 4.8 seconds.
+	SlotWaitDefault = 400 * time.Millisecond
 )
 
 // Publisher stores a message in a JetStream stream and answers the PubAck.
@@ -62,10 +68,23 @@ type Config struct {
 	// PublishTimeout bounds the wait for the PubAck. Defaults to
 	// PublishTimeoutDefault; keep it under WeChat Pay's 5 seconds.
 	PublishTimeout time.Duration
-	// MaxConcurrentVerifications bounds how many requests read a body,
-	// verify its RSA signature and decrypt it at once; others answer 503 at
-	// once and WeChat Pay retries. Defaults to 4 × GOMAXPROCS.
+	// MaxConcurrentRequests bounds how many genuine-looking requests (past
+	// the header checks) are admitted at once: they read their body, wait
+	// for a verification slot and publish. It bounds memory to about
+	// MaxConcurrentRequests × MaxBodySize. Defaults to
+	// MaxConcurrentRequestsDefault.
+	MaxConcurrentRequests int
+	// MaxConcurrentVerifications bounds how many admitted requests verify
+	// an RSA signature and decrypt at once, the CPU-bound part. Defaults to
+	// 4 × GOMAXPROCS.
 	MaxConcurrentVerifications int
+	// SlotWait is how long a request waits for admission, and then for a
+	// verification slot, before it is answered 503 (WeChat Pay retries it).
+	// Waiting rather than refusing at once lets a burst of forgeries that
+	// carry a real serial delay genuine notifications by a few milliseconds
+	// instead of turning them away; 2 × SlotWait plus PublishTimeout should
+	// stay under WeChat Pay's 5 seconds. Defaults to SlotWaitDefault.
+	SlotWait time.Duration
 	// PublishOpenID copies combine_payer_info.openid into the event.
 	// Defaults to false: the event carries no personal data.
 	PublishOpenID bool
@@ -91,7 +110,9 @@ type Handler struct {
 	stream    string
 	maxBody   int64
 	timeout   time.Duration
-	slots     chan struct{}
+	admitted  chan struct{} // requests past the header checks
+	slots     chan struct{} // RSA verifications and decryptions
+	slotWait  time.Duration
 	openID    bool
 	metrics   *metrics.Notifier
 	log       *slog.Logger
@@ -104,6 +125,8 @@ func New(cfg Config) (*Handler, error) {
 	cfg.MaxBodySize = cmp.Or(cfg.MaxBodySize, MaxBodySizeDefault)
 	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, PublishTimeoutDefault)
 	cfg.MaxConcurrentVerifications = cmp.Or(cfg.MaxConcurrentVerifications, 4*runtime.GOMAXPROCS(0))
+	cfg.MaxConcurrentRequests = cmp.Or(cfg.MaxConcurrentRequests, max(MaxConcurrentRequestsDefault, cfg.MaxConcurrentVerifications))
+	cfg.SlotWait = cmp.Or(cfg.SlotWait, SlotWaitDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +144,10 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("notifier: PublishTimeout is negative")
 	case cfg.MaxConcurrentVerifications < 0:
 		return nil, errors.New("notifier: MaxConcurrentVerifications is negative")
+	case cfg.MaxConcurrentRequests < cfg.MaxConcurrentVerifications:
+		return nil, fmt.Errorf("notifier: MaxConcurrentRequests %d is below MaxConcurrentVerifications %d", cfg.MaxConcurrentRequests, cfg.MaxConcurrentVerifications)
+	case cfg.SlotWait < 0:
+		return nil, errors.New("notifier: SlotWait is negative")
 	}
 	ms := make(map[string]*wechat.Merchant, len(cfg.Merchants))
 	for i, m := range cfg.Merchants {
@@ -144,7 +171,9 @@ func New(cfg Config) (*Handler, error) {
 		stream:    cfg.Stream,
 		maxBody:   cfg.MaxBodySize,
 		timeout:   cfg.PublishTimeout,
+		admitted:  make(chan struct{}, cfg.MaxConcurrentRequests),
 		slots:     make(chan struct{}, cfg.MaxConcurrentVerifications),
+		slotWait:  cfg.SlotWait,
 		openID:    cfg.PublishOpenID,
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
@@ -251,13 +280,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 		return res, err
 	}
 
-	// Only requests that look genuine reach the costly part.
-	select {
-	case h.slots <- struct{}{}:
-	default:
-		return ResultOverloaded, fmt.Errorf("all %d verification slots busy", cap(h.slots))
+	// Only requests that look genuine reach the costly part, in two bounded
+	// stages: admission (body in memory) and verification (CPU).
+	if !acquire(r.Context(), h.admitted, h.slotWait) {
+		return ResultOverloaded, fmt.Errorf("all %d admission places busy for %s", cap(h.admitted), h.slotWait)
 	}
-	n, res, err := h.parse(w, r, m)
+	defer func() { <-h.admitted }()
+	body, res, err := h.readBody(w, r)
+	if err != nil {
+		return res, err
+	}
+	if !acquire(r.Context(), h.slots, h.slotWait) {
+		return ResultOverloaded, fmt.Errorf("all %d verification slots busy for %s", cap(h.slots), h.slotWait)
+	}
+	n, res, err := h.parse(m, r.Header, body)
 	<-h.slots
 	if err != nil {
 		return res, err
@@ -322,7 +358,28 @@ func (h *Handler) precheck(m *wechat.Merchant, hd http.Header) (Result, error) {
 }
 
 // parse reads the body and verifies, decrypts and parses it.
-func (h *Handler) parse(w http.ResponseWriter, r *http.Request, m *wechat.Merchant) (*wechat.Notification, Result, error) {
+// acquire takes a place in sem, waiting at most wait or until ctx ends.
+func acquire(ctx context.Context, sem chan struct{}, wait time.Duration) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// readBody reads at most maxBody bytes; the server's read timeout bounds
+// how long a slow sender can take.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Result, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -330,7 +387,11 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, m *wechat.Mercha
 		}
 		return nil, ResultMalformed, fmt.Errorf("read body: %w", err)
 	}
-	n, err := wechat.ParseNotification(m, r.Header, body)
+	return body, "", nil
+}
+
+func (h *Handler) parse(m *wechat.Merchant, header http.Header, body []byte) (*wechat.Notification, Result, error) {
+	n, err := wechat.ParseNotification(m, header, body)
 	switch {
 	case err == nil:
 		return n, "", nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,11 +259,14 @@ func TestHandler_ServeHTTP_publishFailure(t *testing.T) {
 	}
 }
 
-// TestHandler_ServeHTTP_overloaded holds the only verification slot with a
-// body that never ends; a second genuine-looking request is shed with 503.
+// TestHandler_ServeHTTP_overloaded holds the only admission place with a
+// body that does not end; a second genuine-looking request waits SlotWait for
+// it, then is shed with 503.
 func TestHandler_ServeHTTP_overloaded(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *notifier.Config) { c.MaxConcurrentVerifications = 1 })
+	b := setup(t, func(c *notifier.Config) {
+		c.MaxConcurrentVerifications, c.MaxConcurrentRequests, c.SlotWait = 1, 1, 50*time.Millisecond
+	})
 	n := notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-V1", paidOrder("V1"), time.Now())
 
 	pr, pw := io.Pipe()
@@ -281,8 +285,8 @@ func TestHandler_ServeHTTP_overloaded(t *testing.T) {
 	if _, err := pw.Write(n.body[:10]); err != nil {
 		t.Fatal(err)
 	}
-	// The slow request takes the slot once its headers arrive; until then
-	// others may still get through.
+	// The slow request takes the admission place once its headers arrive;
+	// until then others may still get through.
 	deadline := time.Now().Add(5 * time.Second)
 	for i := 0; ; i++ {
 		no := "V2-" + strconv.Itoa(i)
@@ -395,5 +399,36 @@ func TestHandler_ServeHTTP_noSecretsLeak(t *testing.T) {
 		if strings.Contains(logs, field) {
 			t.Errorf("logs contain a %s field", field)
 		}
+	}
+}
+
+// TestHandler_ServeHTTP_burstWaits sends a burst of genuine notifications
+// larger than the verification slots: each waits for a slot, none is shed.
+func TestHandler_ServeHTTP_burstWaits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *notifier.Config) { c.MaxConcurrentVerifications, c.SlotWait = 1, 3*time.Second })
+	const burst = 16
+	statuses := make(chan int, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		no := "B" + strconv.Itoa(i)
+		n := notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-"+no, paidOrder(no), time.Now())
+		wg.Go(func() {
+			status, _ := b.post(t, testMchID, n)
+			statuses <- status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	for status := range statuses {
+		if status != http.StatusNoContent {
+			t.Errorf("POST in a burst = %d, want 204", status)
+		}
+	}
+	if got := b.results.count(notifier.ResultOverloaded); got != 0 {
+		t.Errorf("results[overloaded] = %d, want 0", got)
+	}
+	if got, _ := b.storedEvents(t); len(got) != burst {
+		t.Errorf("stored %d events, want %d", len(got), burst)
 	}
 }

@@ -72,10 +72,18 @@ type Config struct {
 	// PublishTimeout bounds the wait for JetStream (NOTIFY_PUBLISH_TIMEOUT).
 	// Defaults to notifier.PublishTimeoutDefault (4s); at most 4.5s.
 	PublishTimeout time.Duration
-	// MaxConcurrentVerifications bounds concurrent body reads and RSA
-	// verifications (NOTIFY_MAX_CONCURRENT_VERIFICATIONS). Defaults to
+	// MaxConcurrentRequests bounds the requests admitted past the header
+	// checks, and so the bodies in memory (NOTIFY_MAX_CONCURRENT_REQUESTS).
+	// Defaults to notifier.MaxConcurrentRequestsDefault (256).
+	MaxConcurrentRequests int
+	// MaxConcurrentVerifications bounds concurrent RSA verifications and
+	// decryptions (NOTIFY_MAX_CONCURRENT_VERIFICATIONS). Defaults to
 	// 4 × GOMAXPROCS.
 	MaxConcurrentVerifications int
+	// SlotWait bounds each wait for admission and for a verification slot
+	// before a 503 (NOTIFY_SLOT_WAIT). Defaults to notifier.SlotWaitDefault
+	// (400ms); at most 1s.
+	SlotWait time.Duration
 	// PublishOpenID copies the payer's openid into events
 	// (NOTIFY_PUBLISH_OPENID=true). Defaults to false.
 	PublishOpenID bool
@@ -161,6 +169,20 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			bad("NOTIFY_MAX_CONCURRENT_VERIFICATIONS", "%q is not an integer from 1 to 10000", v)
 		}
 		c.MaxConcurrentVerifications = n
+	}
+	if v := get("NOTIFY_MAX_CONCURRENT_REQUESTS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100_000 {
+			bad("NOTIFY_MAX_CONCURRENT_REQUESTS", "%q is not an integer from 1 to 100000", v)
+		}
+		c.MaxConcurrentRequests = n
+	}
+	if v := get("NOTIFY_SLOT_WAIT", ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > time.Second {
+			bad("NOTIFY_SLOT_WAIT", "%q is not a duration from 1ms to 1s (WeChat Pay waits 5s for the answer)", v)
+		}
+		c.SlotWait = d
 	}
 	if v := get("NOTIFY_PUBLISH_OPENID", ""); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -338,7 +360,9 @@ func (c Config) handlerConfig() notifier.Config {
 		Subjects:                   events.Subjects{Prefix: c.SubjectPrefix},
 		MaxBodySize:                c.MaxBodyBytes,
 		PublishTimeout:             c.PublishTimeout,
+		MaxConcurrentRequests:      c.MaxConcurrentRequests,
 		MaxConcurrentVerifications: c.MaxConcurrentVerifications,
+		SlotWait:                   c.SlotWait,
 		PublishOpenID:              c.PublishOpenID,
 	}
 }

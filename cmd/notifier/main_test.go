@@ -57,13 +57,14 @@ func TestLoadConfig(t *testing.T) {
 				"HTTP_ADDR": ":9000", "ADMIN_ADDR": ":9001",
 				"TLS_CERT_FILE": "testdata/platform_cert.pem", "TLS_KEY_FILE": "testdata/platform_cert_key.pem",
 				"NOTIFY_MAX_BODY_BYTES": "32768", "NOTIFY_PUBLISH_TIMEOUT": "3s", "NOTIFY_MAX_CONCURRENT_VERIFICATIONS": "16",
+				"NOTIFY_MAX_CONCURRENT_REQUESTS": "64", "NOTIFY_SLOT_WAIT": "250ms",
 				"NOTIFY_PUBLISH_OPENID": "true", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "debug",
 			},
 			check: func(t *testing.T, c Config) {
 				if strings.Join(c.MchIDs, ",") != "1900000109,1900000110" || c.NATSURL != "nats://a:4222,nats://b:4222" ||
 					c.SubjectPrefix != "shop.combine" || c.MerchantDir != "/m" || c.HTTPAddr != ":9000" || c.AdminAddr != ":9001" ||
 					c.TLSCertFile != "testdata/platform_cert.pem" || c.MaxBodyBytes != 32768 || c.PublishTimeout != 3*time.Second ||
-					c.MaxConcurrentVerifications != 16 || !c.PublishOpenID || c.ShutdownGrace != 5*time.Second || c.LogLevel != -4 {
+					c.MaxConcurrentVerifications != 16 || c.MaxConcurrentRequests != 64 || c.SlotWait != 250*time.Millisecond || !c.PublishOpenID || c.ShutdownGrace != 5*time.Second || c.LogLevel != -4 {
 					t.Errorf("loadConfig() = %+v, want every setting applied", c)
 				}
 			},
@@ -80,13 +81,14 @@ func TestLoadConfig(t *testing.T) {
 				"NATS_TLS_KEY_FILE": "testdata/missing.pem",
 				"SUBJECT_PREFIX":    "a.>", "NOTIFY_MAX_BODY_BYTES": "10", "NOTIFY_PUBLISH_TIMEOUT": "6s",
 				"NOTIFY_MAX_CONCURRENT_VERIFICATIONS": "0", "NOTIFY_PUBLISH_OPENID": "perhaps",
+				"NOTIFY_MAX_CONCURRENT_REQUESTS": "none", "NOTIFY_SLOT_WAIT": "2s",
 				"SHUTDOWN_GRACE": "soon", "LOG_LEVEL": "loud",
 			},
 			wantErr: []string{
-				"12 problem(s)", `WECHAT_MERCHANTS: "19000001x9" is not a merchant number`, "WECHAT_MERCHANTS: lists 1900000109 twice",
+				"14 problem(s)", `WECHAT_MERCHANTS: "19000001x9" is not a merchant number`, "WECHAT_MERCHANTS: lists 1900000109 twice",
 				"TLS_CERT_FILE: and TLS_KEY_FILE", "NATS_TLS_KEY_FILE: file testdata/missing.pem cannot be read",
 				"NATS_TLS_CERT_FILE: and NATS_TLS_KEY_FILE", "SUBJECT_PREFIX", "NOTIFY_MAX_BODY_BYTES", "NOTIFY_PUBLISH_TIMEOUT",
-				"NOTIFY_MAX_CONCURRENT_VERIFICATIONS", "NOTIFY_PUBLISH_OPENID", "SHUTDOWN_GRACE", "LOG_LEVEL",
+				"NOTIFY_MAX_CONCURRENT_VERIFICATIONS", "NOTIFY_MAX_CONCURRENT_REQUESTS", "NOTIFY_SLOT_WAIT", "NOTIFY_PUBLISH_OPENID", "SHUTDOWN_GRACE", "LOG_LEVEL",
 			},
 		},
 	}

@@ -97,7 +97,10 @@ func TestNotifier_genuineAnsweredUnderForgedFlood(t *testing.T) {
 		want2xx   bool // every genuine notification must be accepted
 	}{
 		{"cheap forgeries (rejected before the body is read)", cheap, true},
-		{"forgeries with the real serial (RSA verification over 60 KiB)", expensive, false},
+		// Forgeries that carry the real serial pass the header checks; the
+		// notifier's bounded waits for capacity keep them from turning
+		// genuine notifications away.
+		{"forgeries with the real serial (RSA verification over 60 KiB)", expensive, true},
 	} {
 		t.Run(phase.name, func(t *testing.T) {
 			r := flood(t, base, notifyPath, phase.forgeries, func() (http.Header, []byte) {
