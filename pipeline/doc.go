@@ -77,9 +77,10 @@
 //
 // # Concurrency and shutdown
 //
-// The Runner pulls one message at a time (PullMaxMessages(1)) and runs at
-// most RunnerConfig.InFlight jobs, each under JobTimeout (shorter than
-// AckWait) with InProgress every HeartbeatInterval. When Run's context
+// The Runner pulls one message at a time (PullMaxMessages(1)), only when one
+// of its RunnerConfig.InFlight long-lived goroutines is free, so no pulled
+// job waits in the client while its AckWait runs. Each job runs under
+// JobTimeout (shorter than AckWait) with InProgress every HeartbeatInterval. When Run's context
 // ends, it stops pulling, lets in-flight jobs finish for ShutdownGrace,
 // then cancels them: each releases its claim and is handed back.
 package pipeline

@@ -274,17 +274,31 @@ type job struct {
 	d        Delivery
 	job      events.CreateOrderJob
 	key      idempotency.Key
-	log      *slog.Logger
 	attempts int
 	dup      bool
+
+	// base and attrs make the job's logger on first use (logger): most
+	// jobs log nothing, or one record, and a handler formats With
+	// attributes eagerly.
+	base  *slog.Logger
+	attrs []slog.Attr
+	log   *slog.Logger
+}
+
+// logger answers the job's logger, carrying its attrs.
+func (j *job) logger() *slog.Logger {
+	if j.log == nil {
+		j.log = slog.New(j.base.Handler().WithAttrs(j.attrs))
+	}
+	return j.log
 }
 
 // Process handles one delivery. See Processor.
 func (p *Processor) Process(ctx context.Context, d Delivery) (err error) {
 	start := p.cfg.NowFunc()
 	p.m.InFlight(1)
-	j := &job{d: d, log: p.log.With(
-		slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence), slog.Uint64("delivery", d.NumDelivered))}
+	j := &job{d: d, base: p.log, attrs: make([]slog.Attr, 0, 7)}
+	j.attrs = append(j.attrs, slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence), slog.Uint64("delivery", d.NumDelivered))
 	defer func() {
 		p.m.InFlight(-1)
 		outcome := metrics.OutcomeAck
@@ -305,7 +319,7 @@ func (p *Processor) process(ctx context.Context, j *job) error {
 	decoded, err := events.DecodeJob(j.d.Data, p.cfg.MaxJobSize)
 	j.job = decoded
 	j.key = idempotency.Key{MchID: decoded.Request.CombineMchID, OutTradeNo: decoded.Request.CombineOutTradeNo}
-	j.log = j.log.With(slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
+	j.attrs = append(j.attrs, slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
 		slog.String("correlation_id", decoded.CorrelationID), slog.String("trade_type", string(decoded.TradeType)))
 	if err != nil {
 		return p.reject(ctx, j, events.ReasonOf(err), &events.PrepayFailed{Code: events.CodeOf(err), Message: err.Error()}, err)
@@ -356,7 +370,7 @@ func (p *Processor) claimAndPay(ctx context.Context, j *job) error {
 	if err != nil {
 		p.storeResult(err)
 		p.m.Claim(metrics.ClaimUnavailable)
-		j.log.WarnContext(ctx, "idempotency store unavailable; job handed back without calling WeChat Pay", slog.Any("error", err))
+		j.logger().WarnContext(ctx, "idempotency store unavailable; job handed back without calling WeChat Pay", slog.Any("error", err))
 		return RetryAfter(p.cfg.StoreRetryDelay, fmt.Errorf("claim %s: %w", j.key, err))
 	}
 	p.storeResult(nil)
@@ -368,7 +382,7 @@ func (p *Processor) claimAndPay(ctx context.Context, j *job) error {
 	case idempotency.StateInFlight:
 		p.m.Claim(metrics.ClaimInFlight)
 		delay := max(claim.ExpiresIn, InFlightDelayMin)
-		j.log.DebugContext(ctx, "order in flight on another worker", slog.Duration("retry_in", delay))
+		j.logger().DebugContext(ctx, "order in flight on another worker", slog.Duration("retry_in", delay))
 		return RetryAfter(delay, fmt.Errorf("order %s is in flight", j.key))
 	case idempotency.StateConflict:
 		p.m.Claim(metrics.ClaimConflict)
@@ -382,7 +396,7 @@ func (p *Processor) claimAndPay(ctx context.Context, j *job) error {
 		if err := p.publish(ctx, j, p.cfg.Subjects.PrepayFailed(), events.PrepayFailedConflictMsgID(j.key.MchID, j.key.OutTradeNo, fp), f, metrics.EventPrepayFailed); err != nil {
 			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
 		}
-		j.log.WarnContext(ctx, "order number reused with different parameters")
+		j.logger().WarnContext(ctx, "order number reused with different parameters")
 		return nil
 	case idempotency.StateClaimed:
 		p.m.Claim(metrics.ClaimClaimed)
@@ -414,7 +428,7 @@ func (p *Processor) pay(ctx context.Context, j *job, token uint64) error {
 		return res, err
 	}, b, func(err error, next time.Duration) {
 		p.m.Retry(metrics.RetryInProcess)
-		j.log.WarnContext(ctx, "wechat call will be retried", slog.String("wechat_code", callCode(err)),
+		j.logger().WarnContext(ctx, "wechat call will be retried", slog.String("wechat_code", callCode(err)),
 			slog.Int("attempt", j.attempts), slog.Duration("retry_in", next), slog.Any("error", err))
 	})
 	switch {
@@ -468,7 +482,7 @@ func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause 
 	defer cancel()
 	if err := p.cfg.Store.Release(sctx, j.key, token); err != nil {
 		// The lease expires on its own; the next claim waits for it.
-		j.log.WarnContext(ctx, "release claim", slog.Any("error", err))
+		j.logger().WarnContext(ctx, "release claim", slog.Any("error", err))
 	}
 	if ctx.Err() == nil && j.d.NumDelivered >= uint64(p.cfg.MaxDeliver) { //nolint:gosec // MaxDeliver >= 1, checked in New
 		f := &events.PrepayFailed{
@@ -480,7 +494,7 @@ func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause 
 	}
 	delay := p.RedeliveryDelay(j.d.NumDelivered)
 	p.m.Retry(metrics.RetryRedelivery)
-	j.log.WarnContext(ctx, "retries exhausted for this delivery; job handed back", slog.Int("attempts", j.attempts),
+	j.logger().WarnContext(ctx, "retries exhausted for this delivery; job handed back", slog.Int("attempts", j.attempts),
 		slog.Duration("retry_in", delay), slog.String("wechat_code", callCode(cause)))
 	return RetryAfter(delay, cause)
 }
@@ -534,11 +548,11 @@ func (p *Processor) complete(ctx context.Context, j *job, token uint64, data []b
 	case errors.Is(err, idempotency.ErrStaleToken):
 		// The lease ran out and another worker took the order over; its
 		// outcome is the one duplicates get. Let a later delivery see it.
-		j.log.WarnContext(ctx, "lease lost before the outcome was stored; job handed back")
+		j.logger().WarnContext(ctx, "lease lost before the outcome was stored; job handed back")
 		return RetryAfter(InFlightDelayMin, fmt.Errorf("complete %s: %w", j.key, err))
 	default:
 		p.storeResult(err)
-		j.log.WarnContext(ctx, "outcome not stored; job handed back", slog.Any("error", err))
+		j.logger().WarnContext(ctx, "outcome not stored; job handed back", slog.Any("error", err))
 		return RetryAfter(p.cfg.StoreRetryDelay, fmt.Errorf("complete %s: %w", j.key, err))
 	}
 }
@@ -565,7 +579,7 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		// Only a missing merchant key gets here; the order exists, so a
 		// later delivery gets the same prepay_id again.
 		_ = p.cfg.Store.Release(sctx, j.key, token)
-		j.log.ErrorContext(ctx, "sign pay parameters", slog.Any("error", err))
+		j.logger().ErrorContext(ctx, "sign pay parameters", slog.Any("error", err))
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), fmt.Errorf("sign pay parameters: %w", err))
 	}
 	ev.PayParams = params
@@ -580,7 +594,7 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		// Stored: the next delivery republishes it without a WeChat call.
 		return RetryAfter(InFlightDelayMin, err)
 	}
-	j.log.InfoContext(ctx, "prepay created", slog.Int("attempts", j.attempts))
+	j.logger().InfoContext(ctx, "prepay created", slog.Int("attempts", j.attempts))
 	return nil
 }
 
@@ -619,7 +633,7 @@ func (p *Processor) payParams(j *job, prepayID string) (*events.PayParams, error
 func (p *Processor) republish(ctx context.Context, j *job, data []byte) error {
 	var o outcome
 	if err := json.Unmarshal(data, &o); err != nil || (o.Created == nil) == (o.Failed == nil) {
-		j.log.ErrorContext(ctx, "stored outcome is unreadable", slog.Any("error", err))
+		j.logger().ErrorContext(ctx, "stored outcome is unreadable", slog.Any("error", err))
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), fmt.Errorf("stored outcome of %s is unreadable", j.key))
 	}
 	var err error
@@ -631,7 +645,7 @@ func (p *Processor) republish(ctx context.Context, j *job, data []byte) error {
 	if err != nil {
 		return RetryAfter(InFlightDelayMin, err)
 	}
-	j.log.InfoContext(ctx, "duplicate job; stored outcome republished")
+	j.logger().InfoContext(ctx, "duplicate job; stored outcome republished")
 	return nil
 }
 
@@ -664,7 +678,7 @@ func (p *Processor) reject(ctx context.Context, j *job, reason events.Reason, f 
 	if err := p.deadLetter(sctx, j, reason, cause); err != nil {
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
 	}
-	j.log.WarnContext(ctx, "job dead-lettered", slog.String("reason", string(reason)), slog.String("code", f.Code), slog.Any("error", cause))
+	j.logger().WarnContext(ctx, "job dead-lettered", slog.String("reason", string(reason)), slog.String("code", f.Code), slog.Any("error", cause))
 	return terminal(reason, cause)
 }
 
@@ -672,11 +686,11 @@ func (p *Processor) reject(ctx context.Context, j *job, reason events.Reason, f 
 // processed, and the order's failure event when it can be named. The
 // Runner calls it for jobs JetStream reports at the delivery limit.
 func (p *Processor) DeadLetter(ctx context.Context, d Delivery, reason events.Reason, cause error) error {
-	j := &job{d: d, log: p.log.With(slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence))}
+	j := &job{d: d, base: p.log, attrs: []slog.Attr{slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence)}}
 	decoded, _ := events.DecodeJob(d.Data, p.cfg.MaxJobSize)
 	j.job = decoded
 	j.key = idempotency.Key{MchID: decoded.Request.CombineMchID, OutTradeNo: decoded.Request.CombineOutTradeNo}
-	j.log = j.log.With(slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
+	j.attrs = append(j.attrs, slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
 		slog.String("correlation_id", decoded.CorrelationID))
 	f := &events.PrepayFailed{Code: events.CodeRetriesExhausted, Message: cause.Error()}
 	if err := p.reject(ctx, j, reason, f, cause); !errors.Is(err, &TerminalError{}) {
@@ -739,7 +753,7 @@ func (p *Processor) publish(ctx context.Context, j *job, subject, msgID string, 
 	}
 	if err := p.cfg.Publisher.Publish(ctx, msg); err != nil {
 		p.m.PublishFailure(kind)
-		j.log.WarnContext(ctx, "publish failed; job handed back", slog.String("event", kind), slog.Any("error", err))
+		j.logger().WarnContext(ctx, "publish failed; job handed back", slog.String("event", kind), slog.Any("error", err))
 		return fmt.Errorf("publish %s: %w", kind, err)
 	}
 	return nil

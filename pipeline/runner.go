@@ -203,8 +203,22 @@ func (r *Runner) Run(ctx context.Context) error {
 		<-ctx.Done()
 		it.Drain()
 	}()
+	// InFlight long-lived goroutines handle the jobs: their stacks, grown
+	// by the signing and HTTP code, are kept from job to job. A slot is
+	// taken before each pull, so a pulled job never waits for a goroutine.
 	sem := make(chan struct{}, r.cfg.InFlight)
+	jobs := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
+	for range r.cfg.InFlight {
+		wg.Add(1)
+		go func() { // Owned by Run: ends when jobs is closed after the loop.
+			defer wg.Done()
+			for msg := range jobs {
+				r.handle(workCtx, msg)
+				<-sem
+			}
+		}()
+	}
 	r.log.InfoContext(ctx, "worker consuming", slog.String("stream", r.cfg.JobsStream), slog.String("consumer", r.cfg.Consumer),
 		slog.Int("in_flight", r.cfg.InFlight))
 	for {
@@ -225,13 +239,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		wg.Add(1)
-		go func() { // Owned by Run: ends when the job is acknowledged.
-			defer wg.Done()
-			defer func() { <-sem }()
-			r.handle(workCtx, msg)
-		}()
+		jobs <- msg // a goroutine is free: the slot was taken
 	}
+	close(jobs)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }() // Owned by Run: ends when every job has.
 	select {
@@ -289,29 +299,32 @@ func (r *Runner) ack(ctx context.Context, msg jetstream.Msg, action string, err 
 	r.log.WarnContext(ctx, "acknowledgement failed", slog.String("action", action), slog.String("subject", msg.Subject()), slog.Any("error", err))
 }
 
-// heartbeat sends InProgress every HeartbeatInterval until stop is called.
+// heartbeat sends InProgress every HeartbeatInterval until stop is called
+// or ctx ends; no InProgress is sent after stop returns. It runs on a timer,
+// not a goroutine of its own.
 func (r *Runner) heartbeat(ctx context.Context, msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // Owned by handle: ends when stop is called.
-		defer wg.Done()
-		t := time.NewTicker(r.cfg.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := msg.InProgress(); err != nil {
-					r.ack(ctx, msg, metrics.AckInProgress, err)
-				}
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(r.cfg.HeartbeatInterval, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || ctx.Err() != nil {
+			return
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		if err := msg.InProgress(); err != nil {
+			r.ack(ctx, msg, metrics.AckInProgress, err)
+		}
+		t.Reset(r.cfg.HeartbeatInterval)
+	})
+	mu.Unlock()
+	return func() {
+		t.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}
 }
 
 // maxDeliveriesAdvisory is the payload of

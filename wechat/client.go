@@ -25,6 +25,11 @@ const (
 	// ResponseBodyLimit is the most of an answer the client reads; a longer
 	// answer fails as a *TransportError.
 	ResponseBodyLimit = 1 << 20
+	// MaxIdleConnsPerHostDefault is how many idle keep-alive connections
+	// the default transport keeps per host. It must cover the calls in
+	// flight: net/http's default of 2 closes and redials a connection for
+	// almost every call under concurrency.
+	MaxIdleConnsPerHostDefault = 256
 )
 
 // UserAgentDefault is the User-Agent sent unless Config.UserAgent is set.
@@ -47,7 +52,9 @@ type Config struct {
 	// the validation rules. Required. Defaults to none (an error).
 	Flavour Flavour
 	// HTTPClient sends the requests. Its own Timeout, if any, applies on top
-	// of the per-call timeout. Defaults to a new http.Client with no timeout.
+	// of the per-call timeout. Defaults to a new http.Client with no timeout
+	// whose transport (a clone of http.DefaultTransport) keeps up to
+	// MaxIdleConnsPerHostDefault idle connections per host.
 	HTTPClient *http.Client
 	// Timeout bounds one call, only when ctx has no deadline.
 	// Defaults to TimeoutDefault (10s).
@@ -85,7 +92,7 @@ func New(cfg Config) (*Client, error) {
 	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
 	cfg.UserAgent = cmp.Or(cfg.UserAgent, UserAgentDefault)
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
+		cfg.HTTPClient = &http.Client{Transport: defaultTransport()}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -128,6 +135,19 @@ func New(cfg Config) (*Client, error) {
 		c.order = append(c.order, m)
 	}
 	return c, nil
+}
+
+// defaultTransport answers http.DefaultTransport's settings with enough idle
+// connections per host for concurrent calls.
+func defaultTransport() http.RoundTripper {
+	dt, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t := dt.Clone()
+	t.MaxIdleConns = max(t.MaxIdleConns, MaxIdleConnsPerHostDefault)
+	t.MaxIdleConnsPerHost = MaxIdleConnsPerHostDefault
+	return t
 }
 
 // Flavour answers the configured product flavour.

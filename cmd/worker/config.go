@@ -74,6 +74,7 @@ var settings = []setting{
 	{"WECHAT_CALL_TIMEOUT", "8s", "timeout of one WeChat Pay call"},
 	{"ADMIN_ADDR", ":8081", "address of /healthz, /readyz and /metrics"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"PPROF_ENABLED", "false", "also serve net/http/pprof under /debug/pprof/ on ADMIN_ADDR, for profiling"},
 }
 
 // Merchant credential files inside WECHAT_MERCHANT_DIR/<mchid>/.
@@ -123,6 +124,8 @@ type config struct {
 
 	AdminAddr string
 	LogLevel  slog.Level
+	// PprofEnabled serves /debug/pprof/ on the admin server.
+	PprofEnabled bool
 }
 
 // withFlags answers a getenv in which every setting given as a flag
@@ -307,6 +310,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.Flavour = f
 	}
 	c.MerchantFiles = loadMerchantFiles(l)
+	c.PprofEnabled = l.boolean("PPROF_ENABLED")
 	if lv := l.str("LOG_LEVEL"); c.LogLevel.UnmarshalText([]byte(lv)) != nil {
 		l.fail("LOG_LEVEL", "%q is not debug, info, warn or error", lv)
 	}

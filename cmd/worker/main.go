@@ -11,6 +11,14 @@
 // (NATS connected and the idempotency store reachable) and /metrics. On
 // SIGTERM or SIGINT the worker stops pulling, lets in-flight jobs finish
 // within SHUTDOWN_GRACE, and exits 0.
+//
+// Go runtime settings: unless GOGC is set, the worker collects garbage at
+// GOGC=400 (gcPercentDefault) rather than Go's 100. Its live heap is a few
+// megabytes while each order allocates tens of kilobytes (RSA signing, HTTP,
+// JSON), so at 100 it spends several percent of its CPU in collections;
+// GOMEMLIMIT, when set, still bounds the heap. With PPROF_ENABLED=true the
+// admin server also serves net/http/pprof under /debug/pprof/, for
+// profiling; keep it off where the admin port is reachable by others.
 package main
 
 import (
@@ -22,8 +30,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +51,9 @@ import (
 	"github.com/wxcombine/orderworker/wechat"
 )
 
+// gcPercentDefault is the worker's GOGC when the environment sets none.
+const gcPercentDefault = 400
+
 // version and commit are set at build time with -ldflags -X.
 var (
 	version = "dev"
@@ -48,6 +61,9 @@ var (
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercentDefault)
+	}
 	getenv, err := withFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -124,7 +140,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	var stopping atomic.Bool
-	admin, err := startAdmin(cfg.AdminAddr, reg, func(ctx context.Context) error {
+	admin, err := startAdmin(cfg.AdminAddr, cfg.PprofEnabled, reg, func(ctx context.Context) error {
 		switch {
 		case stopping.Load():
 			return errors.New("shutting down")
@@ -233,8 +249,15 @@ type adminServer struct {
 }
 
 // startAdmin serves /healthz, /readyz and /metrics on addr.
-func startAdmin(addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*adminServer, error) {
+func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*adminServer, error) {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})

@@ -62,6 +62,8 @@ const (
 	ReadyTimeoutDefault = 30 * time.Second
 	// StopTimeoutDefault bounds a graceful stop before a kill.
 	StopTimeoutDefault = 15 * time.Second
+	// SimGOGCDefault is the simulator's GOGC when this process has none.
+	SimGOGCDefault = "400"
 )
 
 // Config configures Start.
@@ -364,7 +366,13 @@ func (s *Stack) startSim(ctx context.Context) error {
 		"-listen", addr, "-keys-dir", s.KeysDir, "-merchants", s.cfg.Merchants,
 		"-flavour", string(s.cfg.Flavour), "-log-level", "warn",
 	}, s.cfg.SimArgs...)
-	p, err := s.startProcess(ctx, "wechatsim", filepath.Join(s.BinDir, "wechatsim"), args, nil)
+	// The simulator stands in for WeChat Pay's servers: it collects garbage
+	// as the worker does (cmd/worker's GOGC=400) unless GOGC is set.
+	var env map[string]string
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		env = map[string]string{"GOGC": SimGOGCDefault}
+	}
+	p, err := s.startProcess(ctx, "wechatsim", filepath.Join(s.BinDir, "wechatsim"), args, env)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestStartAdmin_pprof(t *testing.T) {
+	tests := []struct {
+		name      string
+		withPprof bool
+		want      int
+	}{
+		{"off by default", false, http.StatusNotFound},
+		{"on with PPROF_ENABLED", true, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ready := func(context.Context) error { return nil }
+			a, err := startAdmin("127.0.0.1:0", tt.withPprof, prometheus.NewRegistry(), ready, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.srv.Close() })
+			resp, err := http.Get("http://" + a.addr + "/debug/pprof/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("GET /debug/pprof/ = %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
