@@ -28,7 +28,12 @@ const (
 	JobsMaxAgeDefault        = 24 * time.Hour
 	EventsMaxAgeDefault      = 7 * 24 * time.Hour
 	DeadLettersMaxAgeDefault = 30 * 24 * time.Hour
-	ShutdownGraceDefault     = 25 * time.Second
+	// PullExpiryDefault is how long one pull request waits on the server.
+	// nats.go's 30s default meant that a pull request lost to a missed
+	// heartbeat under CPU load stalled the worker for 30s; at 5s an idle
+	// worker sends one small request per 5s and a lost one costs at most 5s.
+	PullExpiryDefault    = 5 * time.Second
+	ShutdownGraceDefault = 25 * time.Second
 )
 
 // RunnerConfig configures a Runner. Streams and the consumer are created or
@@ -81,6 +86,9 @@ type RunnerConfig struct {
 	// ends; then their contexts are canceled and they are handed back.
 	// Defaults to 25s.
 	ShutdownGrace time.Duration
+	// PullExpiry bounds each pull request, and so the stall after a lost
+	// one. Defaults to PullExpiryDefault; at least 1s.
+	PullExpiry time.Duration
 	// Metrics records ack failures. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
@@ -112,6 +120,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	cfg.JobTimeout = cmp.Or(cfg.JobTimeout, min(JobTimeoutDefault, cfg.AckWait*3/4))
 	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, cfg.AckWait/3)
 	cfg.ShutdownGrace = cmp.Or(cfg.ShutdownGrace, ShutdownGraceDefault)
+	cfg.PullExpiry = cmp.Or(cfg.PullExpiry, PullExpiryDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -126,6 +135,9 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d must be 1 to 5", cfg.Replicas))
+	}
+	if cfg.PullExpiry < time.Second {
+		errs = append(errs, fmt.Errorf("pull expiry %s must be at least 1s", cfg.PullExpiry))
 	}
 	if cfg.InFlight < 1 {
 		errs = append(errs, fmt.Errorf("in-flight count %d must be at least 1", cfg.InFlight))
@@ -192,7 +204,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopAdvisories()
 	// One message is buffered at a time, so none waits in the client while
 	// its AckWait runs (nats.go#1929); the semaphore bounds the work.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(r.cfg.PullExpiry))
 	if err != nil {
 		return fmt.Errorf("pipeline: messages: %w", err)
 	}
