@@ -14,23 +14,12 @@ import (
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
 
-// Service credential files, in the layout cmd/worker and cmd/notifier read
-// from WECHAT_MERCHANT_DIR/<mchid>/.
-const (
-	fileMerchantKey = "apiclient_key.pem"
-	fileAPIv3Key    = "apiv3_key"
-	fileSerial      = "serial"
-	filePublicKey   = "wechatpay_pub_key.pem"
-	filePublicKeyID = "pub_key_id"
-	filePlatformCrt = "platform_cert.pem"
-)
-
 // GenerateKeys generates a platform and one merchant per mchID (each bound
-// to appID "wx" + mchID + "chaos"), writes the simulator's keys into
-// simDir (wechatsim.WriteKeys) and the services' credential files into
-// serviceDir (see WriteServiceMerchants), and answers the keys. The
-// platform key has platformBits bits (1024 signs answers faster).
-func GenerateKeys(simDir, serviceDir string, platformBits int, mchIDs ...string) (*wechatsim.Keys, error) {
+// to appID "wx" + mchID + "chaos"), writes them into dir with
+// wechatsim.WriteKeys — which is also the services' WECHAT_MERCHANT_DIR —
+// and answers the keys. The platform key has platformBits bits (1024 signs
+// answers faster).
+func GenerateKeys(dir string, platformBits int, mchIDs ...string) (*wechatsim.Keys, error) {
 	p, err := wechatsim.GeneratePlatform(platformBits)
 	if err != nil {
 		return nil, err
@@ -46,51 +35,14 @@ func GenerateKeys(simDir, serviceDir string, platformBits int, mchIDs ...string)
 		}
 		sims, clients = append(sims, mc), append(clients, m)
 	}
-	if err := wechatsim.WriteKeys(simDir, p, sims, clients); err != nil {
+	if err := wechatsim.WriteKeys(dir, p, sims, clients); err != nil {
 		return nil, err
 	}
-	keys, err := wechatsim.LoadKeys(simDir)
-	if err != nil {
-		return nil, err
-	}
-	return keys, WriteServiceMerchants(keys, serviceDir)
+	return wechatsim.LoadKeys(dir)
 }
 
 // AppIDOf answers the appid GenerateKeys binds to mchID.
 func AppIDOf(mchID string) string { return "wx" + mchID + "chaos" }
-
-// WriteServiceMerchants writes, for every merchant of keys,
-// dir/<mchid>/{apiclient_key.pem, apiv3_key, serial, wechatpay_pub_key.pem,
-// pub_key_id, platform_cert.pem}: the layout cmd/worker and cmd/notifier
-// read. The simulator's own directory (wechatsim.WriteKeys) keeps the
-// platform files apart and has no serial or pub_key_id files.
-func WriteServiceMerchants(keys *wechatsim.Keys, dir string) error {
-	for _, f := range keys.Files {
-		md := filepath.Join(dir, f.MchID)
-		if err := os.MkdirAll(md, 0o700); err != nil {
-			return fmt.Errorf("chaos: %w", err)
-		}
-		copies := map[string]string{
-			fileMerchantKey: f.PrivateKeyFile, fileAPIv3Key: f.APIv3KeyFile,
-			filePublicKey: f.PublicKeyFile, filePlatformCrt: f.PlatformCertFiles[0],
-		}
-		for name, src := range copies {
-			b, err := os.ReadFile(src)
-			if err != nil {
-				return fmt.Errorf("chaos: %w", err)
-			}
-			if err := os.WriteFile(filepath.Join(md, name), b, 0o600); err != nil { //nolint:gosec // G703: names are constants, md the harness's own directory
-				return fmt.Errorf("chaos: %w", err)
-			}
-		}
-		for name, v := range map[string]string{fileSerial: f.Serial, filePublicKeyID: f.PublicKeyID} {
-			if err := os.WriteFile(filepath.Join(md, name), []byte(v+"\n"), 0o600); err != nil {
-				return fmt.Errorf("chaos: %w", err)
-			}
-		}
-	}
-	return nil
-}
 
 // cluster is the set of processes of one run.
 type cluster struct {

@@ -238,9 +238,9 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	for i := range cfg.Merchants {
 		c.mchIDs = append(c.mchIDs, fmt.Sprintf("19000001%02d", 10+i))
 	}
-	keysDir := filepath.Join(cfg.Dir, "sim-keys")
-	c.merchantDir = filepath.Join(cfg.Dir, "merchants")
-	keys, err := GenerateKeys(keysDir, c.merchantDir, 1024, c.mchIDs...)
+	keysDir := filepath.Join(cfg.Dir, "keys")
+	c.merchantDir = keysDir // the simulator writes the services' layout
+	keys, err := GenerateKeys(keysDir, 1024, c.mchIDs...)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,8 @@
 // the demo and load tests.
 //
 // On first start it generates platform keys and merchant credentials into
-// -keys-dir and writes them in the layout wechat.LoadMerchant reads; later
+// -keys-dir, with one directory per merchant in the layout cmd/worker and
+// cmd/notifier read, so -keys-dir can be their WECHAT_MERCHANT_DIR; later
 // starts load them again, so the worker and notifier keep working across
 // restarts. Usage:
 //

@@ -68,11 +68,12 @@ type setup struct {
 func newSetup(t *testing.T) *setup {
 	t.Helper()
 	dir := t.TempDir()
-	s := &setup{dir: dir, logs: filepath.Join(dir, "logs"), simKeys: filepath.Join(dir, "sim-keys"), merchantDir: filepath.Join(dir, "merchants"), mchID: "1900000210"}
+	s := &setup{dir: dir, logs: filepath.Join(dir, "logs"), simKeys: filepath.Join(dir, "keys"), mchID: "1900000210"}
+	s.merchantDir = s.simKeys // the simulator writes the services' layout
 	if err := os.MkdirAll(s.logs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := chaos.GenerateKeys(s.simKeys, s.merchantDir, 2048, s.mchID)
+	keys, err := chaos.GenerateKeys(s.simKeys, 2048, s.mchID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,11 +13,11 @@
 // # Credentials
 //
 // The simulator generates the platform keys and the merchants' credentials
-// into its keys directory on first start. Start then provisions them as an
-// operator would from the merchant platform: one directory per merchant in
-// the layout the worker and the notifier read (apiclient_key.pem, apiv3_key,
-// serial, wechatpay_pub_key.pem with pub_key_id, platform_cert.pem), private
-// files with mode 0600.
+// into its keys directory on first start, with one directory per merchant
+// in the layout the worker and the notifier read (apiclient_key.pem,
+// apiv3_key, serial, wechatpay_pub_key.pem with pub_key_id,
+// platform_cert.pem; private files with mode 0600), so that directory is
+// their WECHAT_MERCHANT_DIR.
 //
 // # Notifications
 //
@@ -155,8 +155,8 @@ type Stack struct {
 	Backend string
 	// RedisAddrs is the Redis server when Backend is "redis".
 	RedisAddrs string
-	// KeysDir is the simulator's keys directory; MerchantDir the
-	// provisioned merchant credentials.
+	// KeysDir is the simulator's keys directory; MerchantDir the services'
+	// merchant credentials, the same directory.
 	KeysDir, MerchantDir string
 	// Merchants are the simulator's merchants, with notify URLs pointing at
 	// the notifier, ready for loadgen.
@@ -385,45 +385,20 @@ func (s *Stack) startSim(ctx context.Context) error {
 	return nil
 }
 
-// provision copies the simulator's merchant credentials into the layout
-// the worker and the notifier read.
+// provision reads the simulator's keys directory, which is also the
+// services' WECHAT_MERCHANT_DIR (wechatsim.WriteKeys writes their layout),
+// and the load generator's merchants.
 func (s *Stack) provision() error {
 	keys, err := wechatsim.LoadKeys(s.KeysDir)
 	if err != nil {
 		return fmt.Errorf("stack: %w", err)
 	}
-	s.MerchantDir = filepath.Join(s.Dir, "merchants")
+	s.MerchantDir = s.KeysDir
 	var ids []string
 	for _, m := range keys.Merchants {
 		ids = append(ids, m.MchID)
 	}
 	for i, f := range keys.Files {
-		dir := filepath.Join(s.MerchantDir, f.MchID)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("stack: %w", err)
-		}
-		for _, c := range []struct {
-			from, to string
-			data     string
-			mode     os.FileMode
-		}{
-			{from: f.PrivateKeyFile, to: "apiclient_key.pem", mode: 0o600},
-			{from: f.APIv3KeyFile, to: "apiv3_key", mode: 0o600},
-			{data: f.Serial + "\n", to: "serial", mode: 0o644},
-			{from: f.PublicKeyFile, to: "wechatpay_pub_key.pem", mode: 0o644},
-			{data: f.PublicKeyID + "\n", to: "pub_key_id", mode: 0o644},
-			{from: f.PlatformCertFiles[0], to: "platform_cert.pem", mode: 0o644},
-		} {
-			data := []byte(c.data)
-			if c.from != "" {
-				if data, err = os.ReadFile(c.from); err != nil {
-					return fmt.Errorf("stack: provision merchant %s: %w", f.MchID, err)
-				}
-			}
-			if err := os.WriteFile(filepath.Join(dir, c.to), data, c.mode); err != nil { //nolint:gosec // G703: fixed file names under the stack's directory
-				return fmt.Errorf("stack: provision merchant %s: %w", f.MchID, err)
-			}
-		}
 		m := loadgen.Merchant{MchID: f.MchID, AppID: keys.Merchants[i].AppIDs[0]}
 		if s.cfg.Flavour == wechat.FlavourMerchant {
 			m.SubMchIDs = ids // every configured merchant may take a sub-order

@@ -143,6 +143,8 @@ const (
 	pubKeyFile        = "wechatpay_pub_key.pem"
 	merchantKeyFile   = "apiclient_key.pem"
 	apiV3KeyFile      = "apiv3_key"
+	serialFile        = "serial"
+	pubKeyIDFile      = "pub_key_id"
 )
 
 type fileSpec struct {
@@ -164,10 +166,13 @@ type manifestMerchant struct {
 	SubMchIDs []string `json:"sub_mchids,omitempty"`
 }
 
-// WriteKeys writes p and the merchants' credentials under dir: the client
-// side in the layout wechat.LoadMerchant reads (see MerchantFiles), the
-// platform's private keys for the simulator, and a wechatsim.json manifest.
-// Private key files are written with mode 0600.
+// WriteKeys writes p and the merchants' credentials under dir: the
+// platform's private keys for the simulator (dir/platform), a wechatsim.json
+// manifest, and one directory per merchant in exactly the layout cmd/worker
+// and cmd/notifier read from WECHAT_MERCHANT_DIR/<mchid>/ (apiclient_key.pem,
+// apiv3_key, serial, wechatpay_pub_key.pem with pub_key_id, and
+// platform_cert.pem), so dir can be given to them as it is. Private key files
+// are written with mode 0600.
 func WriteKeys(dir string, p *Platform, merchants []MerchantConfig, clients []*wechat.Merchant) error {
 	if len(merchants) != len(clients) {
 		return errors.New("wechatsim: WriteKeys needs one client credential per merchant")
@@ -210,7 +215,11 @@ func WriteKeys(dir string, p *Platform, merchants []MerchantConfig, clients []*w
 		}
 		files = append(files,
 			fileSpec{filepath.Join(md, merchantKeyFile), key, 0o600},
-			fileSpec{filepath.Join(md, apiV3KeyFile), []byte(m.APIv3Key), 0o600})
+			fileSpec{filepath.Join(md, apiV3KeyFile), []byte(m.APIv3Key), 0o600},
+			fileSpec{filepath.Join(md, serialFile), []byte(mc.Serial + "\n"), 0o644},
+			fileSpec{filepath.Join(md, pubKeyFile), pub, 0o644},
+			fileSpec{filepath.Join(md, pubKeyIDFile), []byte(p.PubKeyID + "\n"), 0o644},
+			fileSpec{filepath.Join(md, certFile), p.CertPEM, 0o644})
 		man.Merchants = append(man.Merchants, manifestMerchant{MchID: mc.MchID, Serial: mc.Serial, AppIDs: mc.AppIDs, SubMchIDs: mc.SubMchIDs})
 	}
 	mb, err := json.MarshalIndent(man, "", "  ")
@@ -235,9 +244,9 @@ func MerchantFiles(dir, mchID, serial, pubKeyID string) wechat.MerchantFiles {
 		Serial:            serial,
 		PrivateKeyFile:    filepath.Join(dir, mchID, merchantKeyFile),
 		APIv3KeyFile:      filepath.Join(dir, mchID, apiV3KeyFile),
-		PublicKeyFile:     filepath.Join(dir, platformDir, pubKeyFile),
+		PublicKeyFile:     filepath.Join(dir, mchID, pubKeyFile),
 		PublicKeyID:       pubKeyID,
-		PlatformCertFiles: []string{filepath.Join(dir, platformDir, certFile)},
+		PlatformCertFiles: []string{filepath.Join(dir, mchID, certFile)},
 	}
 }
 

@@ -3,6 +3,8 @@ package wechatsim_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/wxcombine/orderworker/wechat"
@@ -50,6 +52,31 @@ func TestWriteKeys_LoadKeys(t *testing.T) {
 	}
 	if _, err := c.CreateCombineOrder(t.Context(), wechat.TradeTypeJSAPI, merchantOrder(newNo("K"), "")); err != nil {
 		t.Errorf("create with loaded credentials = %v", err)
+	}
+
+	// dir is also a WECHAT_MERCHANT_DIR: each merchant's directory holds the
+	// files cmd/worker and cmd/notifier read, serial and pub_key_id included.
+	md := filepath.Join(dir, mchA)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(md, name))
+		if err != nil {
+			t.Fatalf("merchant directory: %v", err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	svc, err := wechat.LoadMerchant(wechat.MerchantFiles{
+		MchID: mchA, Serial: read("serial"), PrivateKeyFile: filepath.Join(md, "apiclient_key.pem"),
+		APIv3KeyFile: filepath.Join(md, "apiv3_key"), PublicKeyFile: filepath.Join(md, "wechatpay_pub_key.pem"),
+		PublicKeyID: read("pub_key_id"), PlatformCertFiles: []string{filepath.Join(md, "platform_cert.pem")},
+	})
+	if err != nil {
+		t.Fatalf("LoadMerchant(service layout) = %v", err)
+	}
+	if svc.Serial != f.sim[0].Serial {
+		t.Errorf("serial file = %q, want %q", svc.Serial, f.sim[0].Serial)
+	}
+	if got, want := svc.Platform.Serials(), []string{f.platform.PubKeyID, f.platform.CertSerial}; !slices.Equal(got, want) {
+		t.Errorf("platform serials = %v, want %v", got, want)
 	}
 }
 
