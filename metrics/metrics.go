@@ -67,6 +67,16 @@ const (
 	NotificationPublishError = "publish_error"
 )
 
+// Delivery kinds (label "delivery").
+const (
+	DeliveryFirst = "first" // the job's first delivery: its wait is queueing
+	DeliveryRetry = "retry" // a redelivery: its wait includes the chosen delay
+)
+
+// waitBuckets cover a job picked up at once (ms) to a backlog of half an
+// hour.
+var waitBuckets = []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600, 1800}
+
 // durationBuckets cover a WeChat Pay call (tens of ms) to a job with its
 // in-process retries (tens of seconds).
 var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
@@ -75,6 +85,7 @@ var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 type Worker struct {
 	jobs           *prometheus.CounterVec
 	jobDuration    *prometheus.HistogramVec
+	jobWait        *prometheus.HistogramVec
 	wechatRequests *prometheus.CounterVec
 	wechatDuration *prometheus.HistogramVec
 	retries        *prometheus.CounterVec
@@ -101,6 +112,11 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Help:    "Time to handle one delivery of a job, by outcome.",
 			Buckets: durationBuckets,
 		}, []string{"outcome"}),
+		jobWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "job_wait_seconds",
+			Help:    "Time from a job's storage in the stream to its pickup by a worker, by delivery: first or retry.",
+			Buckets: waitBuckets,
+		}, []string{"delivery"}),
 		wechatRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "wechat", Name: "requests_total",
 			Help: "WeChat Pay calls, by operation and code (WeChat code, OK, TIMEOUT or TRANSPORT_ERROR).",
@@ -140,7 +156,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 		}),
 		buildInfo: newBuildInfo(),
 	}
-	reg.MustRegister(w.jobs, w.jobDuration, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
+	reg.MustRegister(w.jobs, w.jobDuration, w.jobWait, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
 		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.buildInfo)
 	return w
 }
@@ -167,6 +183,19 @@ func (w *Worker) Job(outcome string, d time.Duration) {
 	}
 	w.jobs.WithLabelValues(outcome).Inc()
 	w.jobDuration.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// JobWait records how long a job waited in the stream before this pickup:
+// d since it was stored, on its first delivery or a redelivery.
+func (w *Worker) JobWait(redelivery bool, d time.Duration) {
+	if w == nil {
+		return
+	}
+	kind := DeliveryFirst
+	if redelivery {
+		kind = DeliveryRetry
+	}
+	w.jobWait.WithLabelValues(kind).Observe(max(d, 0).Seconds())
 }
 
 // WeChatRequest records one WeChat Pay call of operation answered with code

@@ -17,6 +17,7 @@ func TestWorker_Lint(t *testing.T) {
 	// Touch every vector so that each family is gathered and linted.
 	w.SetBuildInfo("v1.2.3", "abc123")
 	w.Job(metrics.OutcomeAck, 120*time.Millisecond)
+	w.JobWait(false, 30*time.Millisecond)
 	w.WeChatRequest("create_jsapi", "OK", 80*time.Millisecond)
 	w.Retry(metrics.RetryInProcess)
 	w.Claim(metrics.ClaimClaimed)
@@ -36,8 +37,8 @@ func TestWorker_Lint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n < 12 {
-		t.Errorf("GatherAndCount() = %d, want at least 12 series", n)
+	if n < 13 {
+		t.Errorf("GatherAndCount() = %d, want at least 13 series", n)
 	}
 }
 
@@ -67,6 +68,9 @@ func TestWorker_Values(t *testing.T) {
 	w.InFlight(-1)
 	w.Claim(metrics.ClaimConflict)
 	w.SetBuildInfo("v9", "deadbeef")
+	w.JobWait(false, 40*time.Millisecond)
+	w.JobWait(true, 7*time.Second)
+	w.JobWait(true, -time.Second) // a clock step backwards counts as 0
 	want := `
 # HELP orderworker_pipeline_jobs_total Jobs handled, by outcome: ack, retry, terminal or duplicate.
 # TYPE orderworker_pipeline_jobs_total counter
@@ -83,6 +87,45 @@ orderworker_idempotency_claims_total{result="conflict"} 1
 		"orderworker_pipeline_jobs_total", "orderworker_pipeline_jobs_in_flight", "orderworker_idempotency_claims_total"); err != nil {
 		t.Error(err)
 	}
+	waits := `
+# HELP orderworker_pipeline_job_wait_seconds Time from a job's storage in the stream to its pickup by a worker, by delivery: first or retry.
+# TYPE orderworker_pipeline_job_wait_seconds histogram
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="0.01"} 0
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="0.05"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="0.1"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="0.5"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="1"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="5"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="10"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="30"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="60"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="120"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="300"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="600"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="1800"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="first",le="+Inf"} 1
+orderworker_pipeline_job_wait_seconds_sum{delivery="first"} 0.04
+orderworker_pipeline_job_wait_seconds_count{delivery="first"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="0.01"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="0.05"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="0.1"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="0.5"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="1"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="5"} 1
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="10"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="30"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="60"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="120"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="300"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="600"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="1800"} 2
+orderworker_pipeline_job_wait_seconds_bucket{delivery="retry",le="+Inf"} 2
+orderworker_pipeline_job_wait_seconds_sum{delivery="retry"} 7
+orderworker_pipeline_job_wait_seconds_count{delivery="retry"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(waits), "orderworker_pipeline_job_wait_seconds"); err != nil {
+		t.Error(err)
+	}
 	if got := testutil.CollectAndCount(reg, "orderworker_build_info"); got != 1 {
 		t.Errorf("orderworker_build_info series = %d, want 1", got)
 	}
@@ -93,6 +136,7 @@ orderworker_idempotency_claims_total{result="conflict"} 1
 func TestNilReceivers(t *testing.T) {
 	var w *metrics.Worker
 	w.Job(metrics.OutcomeAck, time.Second)
+	w.JobWait(true, time.Second)
 	w.WeChatRequest("create_app", "OK", time.Second)
 	w.Retry(metrics.RetryRedelivery)
 	w.Claim(metrics.ClaimClaimed)

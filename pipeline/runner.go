@@ -276,6 +276,7 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		r.ack(ctx, msg, metrics.AckTerm, msg.Term())
 		return
 	}
+	r.cfg.Metrics.JobWait(md.NumDelivered > 1, time.Since(md.Timestamp))
 	jobCtx, cancel := context.WithTimeout(ctx, r.cfg.JobTimeout)
 	defer cancel()
 	stop := r.heartbeat(jobCtx, msg)

@@ -178,6 +178,10 @@ func TestWorker_killedMidCall(t *testing.T) {
 	if !strings.Contains(string(body), `orderworker_pipeline_jobs_total{outcome="ack"} 1`) {
 		t.Errorf("/metrics lacks the acked job:\n%s", grep(string(body), "orderworker_"))
 	}
+	// The job came back after its first worker died: a redelivery's wait.
+	if !strings.Contains(string(body), `orderworker_pipeline_job_wait_seconds_count{delivery="retry"} 1`) {
+		t.Errorf("/metrics lacks the redelivered job's wait:\n%s", grep(string(body), "job_wait"))
+	}
 
 	if err := w2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
