@@ -28,11 +28,16 @@ const (
 	JobsMaxAgeDefault        = 24 * time.Hour
 	EventsMaxAgeDefault      = 7 * 24 * time.Hour
 	DeadLettersMaxAgeDefault = 30 * 24 * time.Hour
-	// PullExpiryDefault is how long one pull request waits on the server.
-	// nats.go's 30s default meant that a pull request lost to a missed
-	// heartbeat under CPU load stalled the worker for 30s; at 5s an idle
-	// worker sends one small request per 5s and a lost one costs at most 5s.
-	PullExpiryDefault    = 5 * time.Second
+	// PullExpiryDefault is how long one pull request waits on the server;
+	// an idle worker sends one small request per expiry.
+	PullExpiryDefault = 5 * time.Second
+	// PullHeartbeatDefault is how often the server confirms a waiting pull
+	// request. A pull request the server dropped (nats.go ignores a
+	// non-terminal status reply and keeps counting the request as pending)
+	// is noticed only when two heartbeats are missed: with nats.go's
+	// defaults (half of a 30s expiry) that stalled a worker for 30s under
+	// load; at 1s it costs about 2s.
+	PullHeartbeatDefault = time.Second
 	ShutdownGraceDefault = 25 * time.Second
 )
 
@@ -86,9 +91,13 @@ type RunnerConfig struct {
 	// ends; then their contexts are canceled and they are handed back.
 	// Defaults to 25s.
 	ShutdownGrace time.Duration
-	// PullExpiry bounds each pull request, and so the stall after a lost
-	// one. Defaults to PullExpiryDefault; at least 1s.
+	// PullExpiry bounds each pull request. Defaults to PullExpiryDefault;
+	// at least 1s.
 	PullExpiry time.Duration
+	// PullHeartbeat is the idle heartbeat of each pull request, and so
+	// half the stall after a dropped one. Defaults to PullHeartbeatDefault;
+	// at most half of PullExpiry.
+	PullHeartbeat time.Duration
 	// Metrics records ack failures. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
@@ -121,6 +130,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, cfg.AckWait/3)
 	cfg.ShutdownGrace = cmp.Or(cfg.ShutdownGrace, ShutdownGraceDefault)
 	cfg.PullExpiry = cmp.Or(cfg.PullExpiry, PullExpiryDefault)
+	cfg.PullHeartbeat = cmp.Or(cfg.PullHeartbeat, min(PullHeartbeatDefault, cfg.PullExpiry/2))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +148,9 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.PullExpiry < time.Second {
 		errs = append(errs, fmt.Errorf("pull expiry %s must be at least 1s", cfg.PullExpiry))
+	}
+	if cfg.PullHeartbeat <= 0 || cfg.PullHeartbeat > cfg.PullExpiry/2 {
+		errs = append(errs, fmt.Errorf("pull heartbeat %s must be positive and at most half of the pull expiry %s", cfg.PullHeartbeat, cfg.PullExpiry))
 	}
 	if cfg.InFlight < 1 {
 		errs = append(errs, fmt.Errorf("in-flight count %d must be at least 1", cfg.InFlight))
@@ -204,7 +217,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopAdvisories()
 	// One message is buffered at a time, so none waits in the client while
 	// its AckWait runs (nats.go#1929); the semaphore bounds the work.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(r.cfg.PullExpiry))
+	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(r.cfg.PullExpiry), jetstream.PullHeartbeat(r.cfg.PullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("pipeline: messages: %w", err)
 	}
@@ -245,6 +258,12 @@ func (r *Runner) Run(ctx context.Context) error {
 				break // draining, and the buffer is gone
 			}
 			r.log.WarnContext(ctx, "pull failed", slog.Any("error", err))
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The pull request was lost; the next Next issues a new one.
+				// Two missed heartbeats already took 2 × PullHeartbeat, so
+				// this cannot spin.
+				continue
+			}
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():
