@@ -68,21 +68,30 @@ func DecodeJob(data []byte, maxSize int) (CreateOrderJob, error) {
 		// Too large to parse at all: no identity.
 		return CreateOrderJob{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxSize)
 	}
-	ident := peekIdentity(data)
+	// A valid job is parsed once. Only a job that fails the strict decode
+	// is read again, leniently, for the identity its failure event names;
+	// a wrong version is reported before any other problem either way.
+	var job CreateOrderJob
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	decodeErr := dec.Decode(&job)
+	if decodeErr == nil {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			decodeErr = errors.New("data after the JSON object")
+		}
+	}
+	ident := identityOf(job)
+	if decodeErr != nil {
+		ident = peekIdentity(data)
+	}
 	if ident.Version != Version {
 		if ident.Version == 0 && !hasVersion(data) {
 			return ident, fmt.Errorf("%w: no version field", ErrMalformed)
 		}
 		return ident, fmt.Errorf("%w: version %d, want %d", ErrUnsupportedVersion, ident.Version, Version)
 	}
-	var job CreateOrderJob
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&job); err != nil {
-		return ident, fmt.Errorf("%w: %s", ErrMalformed, jsonProblem(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return ident, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
+	if decodeErr != nil {
+		return ident, fmt.Errorf("%w: %s", ErrMalformed, jsonProblem(decodeErr))
 	}
 	if !job.TradeType.Valid() {
 		return ident, fmt.Errorf("%w: trade_type %q is not one of app, jsapi, h5, native, miniprogram", ErrMalformed, job.TradeType)
@@ -110,6 +119,15 @@ func jsonProblem(err error) string {
 		// Unknown fields: "json: unknown field \"x\"" names only the field.
 		return err.Error()
 	}
+}
+
+// identityOf answers the fields of job that name it in a failure event, as
+// peekIdentity reads them.
+func identityOf(job CreateOrderJob) CreateOrderJob {
+	var id CreateOrderJob
+	id.Version, id.CorrelationID, id.TradeType = job.Version, job.CorrelationID, job.TradeType
+	id.Request.CombineMchID, id.Request.CombineOutTradeNo = job.Request.CombineMchID, job.Request.CombineOutTradeNo
+	return id
 }
 
 // peekIdentity reads what it can of a job, ignoring every error, so that a
