@@ -551,7 +551,7 @@ func measure(ctx context.Context, nc *nats.Conn, st *stack.Stack, sim *loadgen.S
 func cpuSnapshot(procs []*stack.Process) map[string]time.Duration {
 	m := map[string]time.Duration{"bench": stack.SelfCPUTime()}
 	for _, p := range procs {
-		if p.Exited() {
+		if !p.Running() {
 			continue
 		}
 		if d, err := stack.CPUTime(p.PID()); err == nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wxcombine/orderworker/internal/proc"
+
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
@@ -59,21 +61,39 @@ type cluster struct {
 	recorder                         *Recorder
 
 	mu       sync.Mutex
-	nats     *Proc
-	redis    *Proc
-	sim      *Proc
-	notifier *Proc
-	workers  []*Proc // live workers
-	all      []*Proc // every process ever started
-	started  int     // workers started
+	nats     *proc.Proc
+	redis    *proc.Proc
+	sim      *proc.Proc
+	notifier *proc.Proc
+	workers  []*proc.Proc // live workers
+	all      []*proc.Proc // every process ever started
+	started  int          // workers started
 	exits    map[string]time.Time
 	outages  []Outage
 	unexpect []string
 }
 
-func (c *cluster) natsURL() string { return "nats://" + Addr(c.natsPort) }
+func (c *cluster) natsURL() string { return "nats://" + proc.Addr(c.natsPort) }
 
-func (c *cluster) track(p *Proc) {
+// Binaries are the module's commands a run builds, by name.
+var Binaries = []string{"worker", "notifier", "wechatsim"}
+
+// Build compiles Binaries into dir as static binaries and answers each
+// path by name.
+func Build(ctx context.Context, dir string) (map[string]string, error) {
+	return proc.Build(ctx, "", dir, []string{"CGO_ENABLED=0"}, Binaries...)
+}
+
+// Start starts a process whose environment is exactly env plus PATH and
+// HOME, with its output appended to logPath; it dies with the harness.
+func Start(name, logPath string, env []string, bin string, args ...string) (*proc.Proc, error) {
+	return proc.Start(proc.Spec{
+		Name: name, LogPath: logPath, Bin: bin, Args: args,
+		Env: append(proc.InheritEnv("PATH", "HOME"), env...),
+	})
+}
+
+func (c *cluster) track(p *proc.Proc) {
 	c.mu.Lock()
 	c.all = append(c.all, p)
 	c.mu.Unlock()
@@ -90,7 +110,7 @@ func (c *cluster) startNATS(ctx context.Context) error {
 	c.mu.Lock()
 	c.nats = p
 	c.mu.Unlock()
-	return WaitHTTP(ctx, p, "http://"+Addr(c.natsMonPort)+"/healthz", 30*time.Second)
+	return proc.WaitHTTP(ctx, p, "http://"+proc.Addr(c.natsMonPort)+"/healthz", 30*time.Second)
 }
 
 func (c *cluster) startRedis(ctx context.Context) error {
@@ -110,17 +130,17 @@ func (c *cluster) startRedis(ctx context.Context) error {
 	c.mu.Lock()
 	c.redis = p
 	c.mu.Unlock()
-	return WaitTCP(ctx, p, Addr(c.redisPort), 30*time.Second)
+	return proc.WaitTCP(ctx, p, proc.Addr(c.redisPort), 30*time.Second)
 }
 
 func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) error {
-	port, err := FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
 	f := c.cfg.faults()
 	args := []string{
-		"-listen", Addr(port), "-keys-dir", keysDir, "-flavour", "merchant", "-key-mode", "pubkey",
+		"-listen", proc.Addr(port), "-keys-dir", keysDir, "-flavour", "merchant", "-key-mode", "pubkey",
 		"-seed", strconv.FormatInt(seed, 10), "-notify-speedup", "60",
 		"-system-error-rate", fmtRate(f.SystemErrorRate), "-bank-error-rate", fmtRate(f.BankErrorRate),
 		"-frequency-limited-rate", fmtRate(f.FrequencyLimitedRate), "-bad-502-rate", fmtRate(f.Bad502Rate),
@@ -133,8 +153,8 @@ func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) erro
 	}
 	c.track(p)
 	c.sim = p
-	c.simURL = "http://" + Addr(port)
-	return WaitHTTP(ctx, p, c.simURL+"/sim/stats", 30*time.Second)
+	c.simURL = "http://" + proc.Addr(port)
+	return proc.WaitHTTP(ctx, p, c.simURL+"/sim/stats", 30*time.Second)
 }
 
 func fmtRate(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
@@ -144,12 +164,12 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 	env := []string{
 		"NATS_URL=" + c.natsURL(),
 		"IDEMPOTENCY_BACKEND=redis",
-		"REDIS_ADDRS=" + Addr(c.redisPort),
+		"REDIS_ADDRS=" + proc.Addr(c.redisPort),
 		"WECHAT_BASE_URL=" + baseURL,
 		"WECHAT_FLAVOUR=merchant",
 		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
 		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
-		"ADMIN_ADDR=" + Addr(adminPort),
+		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 		// Shorter than production so that a run takes minutes: a hung call
 		// gives up after 3s, a killed worker's jobs come back after 30s.
@@ -166,7 +186,7 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 
 // startWorker starts one more worker behind its own proxy listener and
 // waits until it is ready.
-func (c *cluster) startWorker(ctx context.Context) (*Proc, error) {
+func (c *cluster) startWorker(ctx context.Context) (*proc.Proc, error) {
 	c.mu.Lock()
 	c.started++
 	name := fmt.Sprintf("worker-%d", c.started)
@@ -175,7 +195,7 @@ func (c *cluster) startWorker(ctx context.Context) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	adminPort, err := FreePort()
+	adminPort, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +207,15 @@ func (c *cluster) startWorker(ctx context.Context) (*Proc, error) {
 	c.mu.Lock()
 	c.workers = append(c.workers, p)
 	c.mu.Unlock()
-	return p, WaitHTTP(ctx, p, "http://"+Addr(adminPort)+"/readyz", 60*time.Second)
+	return p, proc.WaitHTTP(ctx, p, "http://"+proc.Addr(adminPort)+"/readyz", 60*time.Second)
 }
 
 func (c *cluster) startNotifier(ctx context.Context) error {
-	port, err := FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
-	adminPort, err := FreePort()
+	adminPort, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
@@ -203,8 +223,8 @@ func (c *cluster) startNotifier(ctx context.Context) error {
 		"NATS_URL=" + c.natsURL(),
 		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
 		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
-		"HTTP_ADDR=" + Addr(port),
-		"ADMIN_ADDR=" + Addr(adminPort),
+		"HTTP_ADDR=" + proc.Addr(port),
+		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 	}
 	p, err := Start("notifier", filepath.Join(c.logs, "notifier.log"), env, c.bins["notifier"])
@@ -213,8 +233,8 @@ func (c *cluster) startNotifier(ctx context.Context) error {
 	}
 	c.track(p)
 	c.notifier = p
-	c.notifierURL = "http://" + Addr(port)
-	return WaitHTTP(ctx, p, "http://"+Addr(adminPort)+"/readyz", 60*time.Second)
+	c.notifierURL = "http://" + proc.Addr(port)
+	return proc.WaitHTTP(ctx, p, "http://"+proc.Addr(adminPort)+"/readyz", 60*time.Second)
 }
 
 // killWorker SIGKILLs live worker i.
@@ -249,7 +269,7 @@ func (c *cluster) reap() int {
 		live = append(live, p)
 	}
 	c.workers = live
-	for _, p := range []*Proc{c.nats, c.redis, c.sim, c.notifier} {
+	for _, p := range []*proc.Proc{c.nats, c.redis, c.sim, c.notifier} {
 		if p == nil {
 			continue
 		}
@@ -276,7 +296,7 @@ func containsString(list []string, s string) bool {
 // so their logs end cleanly), then the rest.
 func (c *cluster) shutdown() {
 	c.mu.Lock()
-	all := append([]*Proc(nil), c.all...)
+	all := append([]*proc.Proc(nil), c.all...)
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range all {

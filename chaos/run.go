@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wxcombine/orderworker/internal/proc"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -245,7 +247,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		return err
 	}
 	for _, port := range []*int{&c.natsPort, &c.natsMonPort, &c.redisPort} {
-		if *port, err = FreePort(); err != nil {
+		if *port, err = proc.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -291,7 +293,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		PayFunc: sim.Pay, RunID: fmt.Sprintf("CH%08d", rng.Uint64()%100_000_000), Seed: lgSeed,
 		Wait: 5 * time.Minute, Linger: 2 * time.Second, StreamWait: 30 * time.Second,
 		CreateCountsFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]int, error) {
-			got, err := simOrders(ctx, sim, keys)
+			got, err := sim.Orders(ctx, keys)
 			keysMu.Lock()
 			runKeys, infos, simErr = keys, got, err
 			keysMu.Unlock()
@@ -387,40 +389,6 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	}
 	rep.SecretFindings = findings
 	return nil
-}
-
-// simOrders reads the simulator's view of every order.
-func simOrders(ctx context.Context, sim *loadgen.SimClient, keys []loadgen.OrderKey) (map[loadgen.OrderKey]wechatsim.OrderInfo, error) {
-	var (
-		mu    sync.Mutex
-		out   = make(map[loadgen.OrderKey]wechatsim.OrderInfo, len(keys))
-		first error
-		wg    sync.WaitGroup
-		next  = make(chan loadgen.OrderKey)
-	)
-	for range 8 {
-		wg.Add(1)
-		go func() { // Owned by simOrders; ends when next is closed.
-			defer wg.Done()
-			for key := range next {
-				info, ok, err := sim.Order(ctx, key)
-				mu.Lock()
-				switch {
-				case err != nil && first == nil:
-					first = err
-				case ok:
-					out[key] = info
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for _, key := range keys {
-		next <- key
-	}
-	close(next)
-	wg.Wait()
-	return out, first
 }
 
 // planned is one disruption of the schedule.

@@ -97,19 +97,20 @@ func (c *SimClient) Order(ctx context.Context, key OrderKey) (wechatsim.OrderInf
 	return info, err == nil, err
 }
 
-// CreateCounts answers the create calls the simulator received for each
-// key. It satisfies CreateCountsFunc.
-func (c *SimClient) CreateCounts(ctx context.Context, keys []OrderKey) (map[OrderKey]int, error) {
+// Orders answers the simulator's view of every key that a create named,
+// looking them up simConcurrency at a time; keys no create named are
+// absent. The first error is answered with whatever was read.
+func (c *SimClient) Orders(ctx context.Context, keys []OrderKey) (map[OrderKey]wechatsim.OrderInfo, error) {
 	var (
-		mu     sync.Mutex
-		counts = make(map[OrderKey]int, len(keys))
-		first  error
-		wg     sync.WaitGroup
-		next   = make(chan OrderKey)
+		mu    sync.Mutex
+		out   = make(map[OrderKey]wechatsim.OrderInfo, len(keys))
+		first error
+		wg    sync.WaitGroup
+		next  = make(chan OrderKey)
 	)
 	for range simConcurrency {
 		wg.Add(1)
-		go func() { // Owned by CreateCounts; ends when next is closed.
+		go func() { // Owned by Orders; ends when next is closed.
 			defer wg.Done()
 			for key := range next {
 				info, ok, err := c.Order(ctx, key)
@@ -118,7 +119,7 @@ func (c *SimClient) CreateCounts(ctx context.Context, keys []OrderKey) (map[Orde
 				case err != nil && first == nil:
 					first = err
 				case ok:
-					counts[key] = info.CreateCalls
+					out[key] = info
 				}
 				mu.Unlock()
 			}
@@ -129,7 +130,18 @@ func (c *SimClient) CreateCounts(ctx context.Context, keys []OrderKey) (map[Orde
 	}
 	close(next)
 	wg.Wait()
-	return counts, first
+	return out, first
+}
+
+// CreateCounts answers the create calls the simulator received for each
+// key. It satisfies CreateCountsFunc.
+func (c *SimClient) CreateCounts(ctx context.Context, keys []OrderKey) (map[OrderKey]int, error) {
+	orders, err := c.Orders(ctx, keys)
+	counts := make(map[OrderKey]int, len(orders))
+	for key, info := range orders {
+		counts[key] = info.CreateCalls
+	}
+	return counts, err
 }
 
 // Stats answers the simulator's accounting (GET /sim/stats).

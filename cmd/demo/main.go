@@ -287,7 +287,7 @@ func printEndpoints(w io.Writer, st *stack.Stack) {
 		if p.Name == "wechatsim" || p.AdminURL == "" {
 			continue
 		}
-		fmt.Fprintf(tw, "  %s\t%s/metrics, %s/readyz (log %s)\n", p.Name, p.AdminURL, p.AdminURL, p.Log)
+		fmt.Fprintf(tw, "  %s\t%s/metrics, %s/readyz (log %s)\n", p.Name, p.AdminURL, p.AdminURL, p.LogPath)
 	}
 	fmt.Fprintf(tw, "  notifications\t%s{mchid}\n", st.NotifyBaseURL)
 	fmt.Fprintf(tw, "  keys\t%s (simulator), %s (merchants)\n", st.KeysDir, st.MerchantDir)

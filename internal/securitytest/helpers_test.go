@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxcombine/orderworker/internal/proc"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -85,7 +87,7 @@ func (s *setup) apiV3() wechat.APIv3Key { return s.keys.Merchants[0].APIv3Key }
 
 // start starts a process whose output goes to logs/<name>.log and stops it
 // when the test ends.
-func (s *setup) start(t *testing.T, name string, env []string, bin string, args ...string) *chaos.Proc {
+func (s *setup) start(t *testing.T, name string, env []string, bin string, args ...string) *proc.Proc {
 	t.Helper()
 	p, err := chaos.Start(name, filepath.Join(s.logs, name+".log"), env, bin, args...)
 	if err != nil {
@@ -97,11 +99,11 @@ func (s *setup) start(t *testing.T, name string, env []string, bin string, args 
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	port, err := chaos.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return chaos.Addr(port)
+	return proc.Addr(port)
 }
 
 // startNotifier starts the notifier binary and waits until it is ready;
@@ -114,7 +116,7 @@ func (s *setup) startNotifier(t *testing.T, natsURL string, extra ...string) (st
 		"HTTP_ADDR=" + addr, "ADMIN_ADDR=" + admin, "LOG_LEVEL=debug",
 	}, extra...)
 	p := s.start(t, "notifier", env, binaries(t)["notifier"])
-	if err := chaos.WaitHTTP(t.Context(), p, "http://"+admin+"/readyz", 30*time.Second); err != nil {
+	if err := proc.WaitHTTP(t.Context(), p, "http://"+admin+"/readyz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return "http://" + addr, "http://" + admin

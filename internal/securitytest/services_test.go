@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxcombine/orderworker/internal/proc"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,7 +50,7 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 	simAddr := freeAddr(t)
 	sim := s.start(t, "wechatsim", nil, b["wechatsim"], "-listen", simAddr, "-keys-dir", s.simKeys, "-log-level", "debug", "-notify-speedup", "1000")
 	simURL := "http://" + simAddr
-	if err := chaos.WaitHTTP(ctx, sim, simURL+"/sim/stats", 30*time.Second); err != nil {
+	if err := proc.WaitHTTP(ctx, sim, simURL+"/sim/stats", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	wAdmin := freeAddr(t)
@@ -60,7 +62,7 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 		"WECHAT_CALL_TIMEOUT=1s", "RETRY_INITIAL_INTERVAL=50ms", "RETRY_MAX_INTERVAL=200ms", "RETRY_MAX_ATTEMPTS=2",
 		"RETRY_MAX_ELAPSED=2s", "MAX_DELIVER=2", "REDELIVERY_DELAYS=200ms", "ACK_WAIT=10s", "JOB_TIMEOUT=8s",
 	}, b["worker"])
-	if err := chaos.WaitHTTP(ctx, worker, "http://"+wAdmin+"/readyz", 30*time.Second); err != nil {
+	if err := proc.WaitHTTP(ctx, worker, "http://"+wAdmin+"/readyz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	notifyURL, nAdmin := s.startNotifier(t, n.URL)

@@ -29,15 +29,12 @@
 package stack
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +43,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wxcombine/orderworker/internal/proc"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
@@ -112,34 +111,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Process is one started service process.
+// Process is one started service process; its Name is "wechatsim",
+// "notifier", "worker-1", …, and its LogPath holds its stdout and stderr.
 type Process struct {
-	// Name is "wechatsim", "notifier", "worker-1", …
-	Name string
-	// Log is the file holding its stdout and stderr.
-	Log string
+	*proc.Proc
 	// AdminURL serves /healthz, /readyz and /metrics (the simulator: /sim/).
 	AdminURL string
 
-	cmd *exec.Cmd
 	// thirdParty marks nats-server and redis-server, whose exit status
 	// after SIGTERM is theirs to choose (nats-server answers 1).
 	thirdParty bool
-	done       chan struct{} // closed when the process exited
-	err        error         // Wait's answer, set before done is closed
-}
-
-// PID answers the process id.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // Stack is a running product.
@@ -225,48 +206,16 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	return s, nil
 }
 
-// moduleRoot answers the directory of the main module's go.mod.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, goBin(), "env", "GOMOD").Output() //nolint:gosec // G204: the go command, fixed arguments
-	if err != nil {
-		return "", fmt.Errorf("stack: go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("stack: not inside the orderworker module: run from the repository")
-	}
-	return filepath.Dir(mod), nil
-}
-
-// goBin answers the go command on PATH.
-func goBin() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go"
-}
-
 // build builds the worker, notifier and wechatsim commands into BinDir.
 func (s *Stack) build(ctx context.Context) error {
 	if s.cfg.BinDir != "" {
 		s.BinDir = s.cfg.BinDir
 		return nil
 	}
-	root := s.cfg.Root
-	if root == "" {
-		var err error
-		if root, err = moduleRoot(ctx); err != nil {
-			return err
-		}
-	}
 	s.BinDir = filepath.Join(s.Dir, "bin")
 	start := time.Now()
-	//nolint:gosec // G204: the go command, building this module's commands
-	cmd := exec.CommandContext(ctx, goBin(), "build", "-o", s.BinDir+string(filepath.Separator), "./cmd/worker", "./cmd/notifier", "./cmd/wechatsim")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), s.cfg.BuildEnv...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("stack: go build: %w\n%s", err, out)
+	if _, err := proc.Build(ctx, s.cfg.Root, s.BinDir, s.cfg.BuildEnv, "worker", "notifier", "wechatsim"); err != nil {
+		return fmt.Errorf("stack: %w", err)
 	}
 	s.log.Info("built worker, notifier and wechatsim", slog.String("dir", s.BinDir), slog.Duration("took", time.Since(start).Round(time.Millisecond)))
 	return nil
@@ -274,12 +223,11 @@ func (s *Stack) build(ctx context.Context) error {
 
 // freeAddr answers a loopback address that was free a moment ago.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
-		return "", fmt.Errorf("stack: free port: %w", err)
+		return "", fmt.Errorf("stack: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return proc.Addr(port), nil
 }
 
 func (s *Stack) startNATS(ctx context.Context) error {
@@ -500,49 +448,22 @@ func (s *Stack) startNotifier(ctx context.Context) error {
 	return nil
 }
 
-// baseEnv is the part of this process's environment a service inherits:
-// nothing that configures it, so the stack's settings are the only ones.
-func baseEnv() []string {
-	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GODEBUG", "GOGC", "GOMEMLIMIT"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
-// startProcess starts bin with args and env; its output goes to
-// Dir/logs/<name>.log.
+// startProcess starts bin with args and, of this process's environment,
+// only what does not configure a service, plus env; its output goes to
+// Dir/logs/<name>.log. If this process dies, Linux sends the service SIGTERM.
 func (s *Stack) startProcess(_ context.Context, name, bin string, args []string, env map[string]string) (*Process, error) {
-	logDir := filepath.Join(s.Dir, "logs")
-	if err := os.MkdirAll(logDir, 0o750); err != nil {
-		return nil, fmt.Errorf("stack: %w", err)
+	e := proc.InheritEnv("PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GODEBUG", "GOGC", "GOMEMLIMIT")
+	for k, v := range env {
+		e = append(e, k+"="+v)
 	}
-	logPath := filepath.Join(logDir, name+".log")
-	f, err := os.Create(logPath)
+	pp, err := proc.Start(proc.Spec{
+		Name: name, LogPath: filepath.Join(s.Dir, "logs", name+".log"), Bin: bin, Args: args, Env: e,
+		ParentDeathSignal: syscall.SIGTERM,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	// Not CommandContext: the processes outlive Start's ctx and stop in
-	// Close with SIGTERM.
-	cmd := exec.Command(bin, args...) //nolint:gosec // G204: the stack's own binaries and nats-server/redis-server
-	cmd.Env = baseEnv()
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	setParentDeath(cmd)
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stack: start %s: %w", name, err)
-	}
-	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() { // Owned by p; ends when the process exits.
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
+	p := &Process{Proc: pp}
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
@@ -560,7 +481,7 @@ func (s *Stack) Processes() []*Process {
 func (s *Stack) Workers() []*Process {
 	var ws []*Process
 	for _, p := range s.Processes() {
-		if strings.HasPrefix(p.Name, "worker-") && !p.Exited() {
+		if strings.HasPrefix(p.Name, "worker-") && p.Running() {
 			ws = append(ws, p)
 		}
 	}
@@ -579,20 +500,16 @@ func (s *Stack) Process(name string) *Process {
 
 // Stop stops p gracefully (SIGTERM), killing it after StopTimeoutDefault.
 func Stop(p *Process) error {
-	if p.Exited() {
+	if !p.Running() {
 		return nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(StopTimeoutDefault):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if p.Proc.Stop(StopTimeoutDefault) {
 		return fmt.Errorf("stack: %s did not stop within %s and was killed", p.Name, StopTimeoutDefault)
 	}
+	_, _, _, err := p.Exited()
 	var exit *exec.ExitError
-	if errors.As(p.err, &exit) && !p.thirdParty {
-		return fmt.Errorf("stack: %s: %w", p.Name, p.err)
+	if errors.As(err, &exit) && !p.thirdParty {
+		return fmt.Errorf("stack: %s: %w", p.Name, err)
 	}
 	return nil
 }
@@ -619,69 +536,12 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
-// TailLog answers the last n lines of a process's log.
-func TailLog(p *Process, n int) string {
-	f, err := os.Open(p.Log)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-// waitTCP waits until addr accepts connections.
+// waitTCP waits until addr accepts connections, or p exits.
 func waitTCP(ctx context.Context, p *Process, addr string, timeout time.Duration) error {
-	return waitFor(ctx, p, timeout, addr, func() bool {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	return proc.WaitTCP(ctx, p.Proc, addr, timeout)
 }
 
-// waitHTTP waits until url answers 200.
+// waitHTTP waits until url answers 200, or p exits.
 func waitHTTP(ctx context.Context, p *Process, url string, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	return waitFor(ctx, p, timeout, url, func() bool {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return false
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-func waitFor(ctx context.Context, p *Process, timeout time.Duration, what string, ready func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !ready() {
-		if p.Exited() {
-			exit := cmp.Or(p.err, errors.New("exit status 0"))
-			return fmt.Errorf("stack: %s exited before %s was ready; its log:\n%s\n%w", p.Name, what, TailLog(p, 20), exit)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("stack: %s not ready at %s after %s; its log:\n%s", p.Name, what, timeout, TailLog(p, 20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
+	return proc.WaitHTTP(ctx, p.Proc, url, timeout)
 }

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package stack
-
-import "os/exec"
-
-// setParentDeath does nothing outside Linux: Close stops the services.
-func setParentDeath(*exec.Cmd) {}
