@@ -503,7 +503,7 @@ func Stop(p *Process) error {
 	if !p.Running() {
 		return nil
 	}
-	if p.Proc.Stop(StopTimeoutDefault) {
+	if p.Stop(StopTimeoutDefault) {
 		return fmt.Errorf("stack: %s did not stop within %s and was killed", p.Name, StopTimeoutDefault)
 	}
 	_, _, _, err := p.Exited()
