@@ -19,9 +19,11 @@
 // Producers set the Nats-Msg-Id header of a job to [JobMsgID]
 // ("<combine_mchid>:<combine_out_trade_no>"), so JetStream drops a job
 // published twice within the jobs stream's duplicate window. Every event is
-// published with a deterministic ID ([PrepayCreatedMsgID],
-// [PrepayFailedMsgID], [PaymentSucceededMsgID], [DeadLetterMsgID]), so an
-// outcome published again after a crash is dropped as well.
+// published with a deterministic ID, so an outcome published again after a
+// crash is dropped as well: an order's outcome, whatever its kind, always
+// under [OutcomeMsgID]; a failure that is not the order's outcome under
+// [JobFailedMsgID]; a payment under [PaymentSucceededMsgID]; a dead letter
+// under [DeadLetterMsgID].
 //
 // # Versions
 //

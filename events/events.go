@@ -89,8 +89,23 @@ const (
 	// call; Field names the offending field.
 	CodeInvalidJob = "INVALID_JOB"
 	// CodeOrderNumberConflict: the order number was already used with other
-	// parameters.
+	// parameters. It is never published as an order's outcome: the
+	// conflicting job is dead-lettered (ReasonConflict).
 	CodeOrderNumberConflict = "ORDER_NUMBER_CONFLICT"
+	// CodeOrderNotCreated: the delivery limit was reached and WeChat Pay
+	// answered that the order does not exist; publish the same job again
+	// (same order number and parameters).
+	CodeOrderNotCreated = "ORDER_NOT_CREATED"
+	// CodeOrderClosed: the order existed at WeChat Pay unpaid, could not be
+	// completed, and was closed (or WeChat Pay reports it closed); publish
+	// it again under new order numbers.
+	CodeOrderClosed = "ORDER_CLOSED"
+	// CodeConfiguration: WeChat Pay refused the request for a reason an
+	// operator fixes (SIGN_ERROR, NOAUTH, MCH_NOT_EXISTS,
+	// APPID_MCHID_NOT_MATCH, an unknown merchant, a missing key). The order
+	// is not locked: replaying the dead letter after the fix calls WeChat
+	// Pay again.
+	CodeConfiguration = "CONFIGURATION"
 	// CodeRetriesExhausted: WeChat Pay kept answering with retryable errors
 	// until the delivery limit. Whether the order exists is unknown; retry
 	// with the same order number and parameters.
@@ -112,8 +127,15 @@ type PrepayFailed struct {
 	Field string `json:"field,omitempty"`
 	// RetryWithNewOrderNumber reports whether publishing the order again
 	// under a new combine_out_trade_no could succeed (ORDER_CLOSED,
-	// OUT_TRADE_NO_USED, conflicts).
+	// OUT_TRADE_NO_USED).
 	RetryWithNewOrderNumber bool `json:"retry_with_new_order_number"`
+	// Final reports that this failure is the order's outcome, stored in its
+	// record and published under OutcomeMsgID: no other outcome of the order
+	// will ever be published. A failure with Final false speaks of one job
+	// (refused before WeChat Pay, a configuration error, an order WeChat Pay
+	// does not have): the order was not created by it, and the same job may
+	// be published again (or its dead letter replayed) and then succeed.
+	Final bool `json:"final"`
 	// HTTPStatus is WeChat Pay's status, if it answered.
 	HTTPStatus int `json:"http_status,omitempty"`
 	// RequestID is WeChat Pay's Request-ID, if it answered.
@@ -186,10 +208,21 @@ const (
 	ReasonRejected Reason = "rejected"
 	// ReasonMaxDeliveries: retryable failures until the delivery limit.
 	ReasonMaxDeliveries Reason = "max_deliveries"
+	// ReasonConflict: the order number is used by an order with other
+	// parameters; that order's outcome was published (when known) instead.
+	ReasonConflict Reason = "conflict"
+	// ReasonConfiguration: WeChat Pay refused the request for a reason an
+	// operator fixes (CodeConfiguration); replay after the fix.
+	ReasonConfiguration Reason = "configuration"
+	// ReasonUnexpectedState: WeChat Pay reports the order in a state the
+	// worker does not settle (REFUND, PAYERROR, sub-orders in different
+	// states); nothing was published for the order.
+	ReasonUnexpectedState Reason = "unexpected_state"
 )
 
 // Reasons lists every dead-letter reason.
-var Reasons = []Reason{ReasonMalformed, ReasonUnsupportedVersion, ReasonTooLarge, ReasonInvalid, ReasonRejected, ReasonMaxDeliveries}
+var Reasons = []Reason{ReasonMalformed, ReasonUnsupportedVersion, ReasonTooLarge, ReasonInvalid, ReasonRejected, ReasonMaxDeliveries,
+	ReasonConflict, ReasonConfiguration, ReasonUnexpectedState}
 
 // DeadLetter is a job that will not be processed again, with why. Publish it
 // on Subjects.DeadLetter(Reason) with Nats-Msg-Id = DeadLetterMsgID.
@@ -218,4 +251,38 @@ type DeadLetter struct {
 	// timestamp of the stored job), DeadAt when it was dead-lettered.
 	FirstFailedAt time.Time `json:"first_failed_at"`
 	DeadAt        time.Time `json:"dead_at"`
+}
+
+// PaymentOf builds the PaymentSucceeded event of a paid combine order as
+// WeChat Pay reports it, in a notification (notificationID set) or a query
+// answer (notificationID empty). It never copies the payer's openid.
+// Timestamps that do not parse stay zero: the payment is genuine and must
+// not be lost over a format detail.
+func PaymentOf(o *wechat.CombineOrder, notificationID string, receivedAt time.Time) *PaymentSucceeded {
+	e := &PaymentSucceeded{
+		Version:              Version,
+		NotificationID:       notificationID,
+		CombineAppID:         o.CombineAppID,
+		CombineMchID:         o.CombineMchID,
+		CombineOutTradeNo:    o.CombineOutTradeNo,
+		CombineTransactionID: o.CombineTransactionID,
+		SubOrders:            make([]PaidSubOrder, len(o.SubOrders)),
+		ReceivedAt:           receivedAt.UTC(),
+	}
+	for i, s := range o.SubOrders {
+		t, _ := time.Parse(time.RFC3339, s.SuccessTime)
+		if t.After(e.SuccessTime) {
+			e.SuccessTime = t
+		}
+		e.SubOrders[i] = PaidSubOrder{
+			MchID: s.MchID, SubMchID: s.SubMchID, SubAppID: s.SubAppID, OutTradeNo: s.OutTradeNo,
+			TransactionID: s.TransactionID, TradeType: s.TradeType, TradeState: s.TradeState,
+			BankType: s.BankType, Attach: s.Attach, SuccessTime: t,
+			Amount: PaidAmount{
+				TotalAmount: s.Amount.TotalAmount, Currency: s.Amount.Currency,
+				PayerAmount: s.Amount.PayerAmount, PayerCurrency: s.Amount.PayerCurrency,
+			},
+		}
+	}
+	return e
 }

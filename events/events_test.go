@@ -67,11 +67,12 @@ func TestSubjects_TradeTypeOf(t *testing.T) {
 func TestMsgIDs(t *testing.T) {
 	tests := []struct{ got, want string }{
 		{events.JobMsgID("1900000109", "P1"), "1900000109:P1"},
-		{events.PrepayCreatedMsgID("1900000109", "P1"), "prepay.created:1900000109:P1"},
-		{events.PrepayFailedMsgID("1900000109", "P1"), "prepay.failed:1900000109:P1"},
-		{events.PaymentSucceededMsgID("EV-2018022511223320873"), "EV-2018022511223320873"},
+		{events.OutcomeMsgID("1900000109", "P1"), "outcome:1900000109:P1"},
+		{events.PrepayCreatedMsgID("1900000109", "P1"), "outcome:1900000109:P1"},
+		{events.PrepayFailedMsgID("1900000109", "P1"), "outcome:1900000109:P1"},
+		{events.JobFailedMsgID("1900000109", "P1", "COMBINE_ORDER_JOBS", 42), "prepay.failed:1900000109:P1:COMBINE_ORDER_JOBS:42"},
+		{events.PaymentSucceededMsgID("1900000109", "P1"), "payment:1900000109:P1"},
 		{events.DeadLetterMsgID(events.StreamJobs, 42), "deadletter:COMBINE_ORDER_JOBS:42"},
-		{events.PrepayFailedConflictMsgID("1900000109", "P1", "0123456789abcdef0123"), "prepay.failed:1900000109:P1:conflict:0123456789abcdef"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

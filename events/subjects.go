@@ -20,7 +20,7 @@ const (
 	// SubjectPrepayFailed carries PrepayFailed events.
 	SubjectPrepayFailed = SubjectPrefixDefault + ".orders.prepay.failed"
 	// SubjectPaymentSucceeded carries PaymentSucceeded events, published by
-	// the notifier.
+	// the notifier, and by a worker that finds an order already paid.
 	SubjectPaymentSucceeded = SubjectPrefixDefault + ".payments.succeeded"
 	// SubjectDeadLetterPrefix starts the dead-letter subjects; the last token
 	// is the reason: combine.orders.deadletter.malformed.
@@ -105,35 +105,41 @@ func (s Subjects) DeadLetters() string { return s.prefix() + ".orders.deadletter
 // within the jobs stream's duplicate window is stored once.
 func JobMsgID(mchID, outTradeNo string) string { return mchID + ":" + outTradeNo }
 
+// OutcomeMsgID is the Nats-Msg-Id of an order's outcome, whatever its kind
+// (PrepayCreated, a final PrepayFailed, or the PaymentSucceeded of an order
+// found paid): "outcome:<combine_mchid>:<combine_out_trade_no>". One id per
+// order means JetStream's duplicate window can never store two different
+// outcomes of one order.
+func OutcomeMsgID(mchID, outTradeNo string) string {
+	return "outcome:" + mchID + ":" + outTradeNo
+}
+
 // PrepayCreatedMsgID is the Nats-Msg-Id of an order's PrepayCreated event:
-// "prepay.created:<combine_mchid>:<combine_out_trade_no>".
-func PrepayCreatedMsgID(mchID, outTradeNo string) string {
-	return "prepay.created:" + mchID + ":" + outTradeNo
+// its OutcomeMsgID.
+func PrepayCreatedMsgID(mchID, outTradeNo string) string { return OutcomeMsgID(mchID, outTradeNo) }
+
+// PrepayFailedMsgID is the Nats-Msg-Id of an order's final PrepayFailed
+// event (Final true): its OutcomeMsgID.
+func PrepayFailedMsgID(mchID, outTradeNo string) string { return OutcomeMsgID(mchID, outTradeNo) }
+
+// JobFailedMsgID is the Nats-Msg-Id of a PrepayFailed that is not the
+// order's outcome (Final false: the job was refused or the order was not
+// created, and the same order number may come back):
+// "prepay.failed:<combine_mchid>:<combine_out_trade_no>:<stream>:<seq>".
+// It names the job, not the order, so it never masks — and is never masked
+// by — the order's outcome, and a job settled twice after a crash is
+// stored once.
+func JobFailedMsgID(mchID, outTradeNo, stream string, seq uint64) string {
+	return "prepay.failed:" + mchID + ":" + outTradeNo + ":" + stream + ":" + strconv.FormatUint(seq, 10)
 }
 
-// PrepayFailedMsgID is the Nats-Msg-Id of an order's PrepayFailed event:
-// "prepay.failed:<combine_mchid>:<combine_out_trade_no>".
-func PrepayFailedMsgID(mchID, outTradeNo string) string {
-	return "prepay.failed:" + mchID + ":" + outTradeNo
-}
-
-// PrepayFailedConflictMsgID is the Nats-Msg-Id of the failure event of a
-// job that reuses an order number with other parameters:
-// "prepay.failed:<combine_mchid>:<combine_out_trade_no>:conflict:<fingerprint>".
-// It differs from the order's own outcome event, which must not be masked.
-func PrepayFailedConflictMsgID(mchID, outTradeNo, fingerprint string) string {
-	if len(fingerprint) > 16 {
-		fingerprint = fingerprint[:16]
-	}
-	return "prepay.failed:" + mchID + ":" + outTradeNo + ":conflict:" + fingerprint
-}
-
-// PaymentSucceededMsgID is the Nats-Msg-Id of a PaymentSucceeded event: the
-// WeChat Pay notification id itself. WeChat Pay retries a notification with
-// the same id until it is acknowledged, so each delivery after the first is
-// a JetStream duplicate and one event is stored.
-func PaymentSucceededMsgID(notificationID string) string {
-	return notificationID
+// PaymentSucceededMsgID is the Nats-Msg-Id of the PaymentSucceeded event of
+// an order: "payment:<combine_mchid>:<combine_out_trade_no>". A combine order
+// is paid at most once, so the notifier (for every re-sent notification)
+// and the worker (for an order it finds paid) publish one payment under one
+// id, whichever reports it first.
+func PaymentSucceededMsgID(mchID, outTradeNo string) string {
+	return "payment:" + mchID + ":" + outTradeNo
 }
 
 // DeadLetterMsgID is the Nats-Msg-Id of the dead letter of the job stored at

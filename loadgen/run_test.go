@@ -121,7 +121,7 @@ func (w *fakeWorker) handle(msg jetstream.Msg) {
 func (w *fakeWorker) pay(_ context.Context, key OrderKey) error {
 	w.payments.Add(1)
 	id := "EV-" + key.MchID + "-" + key.OutTradeNo
-	w.publish(w.s.PaymentSucceeded(), events.PaymentSucceededMsgID(id), events.PaymentSucceeded{
+	w.publish(w.s.PaymentSucceeded(), events.PaymentSucceededMsgID(key.MchID, key.OutTradeNo), events.PaymentSucceeded{
 		Version: events.Version, NotificationID: id, CombineMchID: key.MchID, CombineOutTradeNo: key.OutTradeNo, CombineTransactionID: "T" + key.OutTradeNo,
 	})
 	return nil

@@ -96,6 +96,7 @@ type Worker struct {
 	ackFails       *prometheus.CounterVec
 	storeUp        prometheus.Gauge
 	buildInfo      *prometheus.GaugeVec
+	truth          *prometheus.CounterVec
 }
 
 // NewWorker builds the worker's collectors and registers them on reg. It
@@ -155,9 +156,10 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Help: "Whether the idempotency store answered its last check (1) or not (0).",
 		}),
 		buildInfo: newBuildInfo(),
+		truth:     newTruth(),
 	}
 	reg.MustRegister(w.jobs, w.jobDuration, w.jobWait, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
-		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.buildInfo)
+		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.buildInfo, w.truth)
 	return w
 }
 

@@ -30,7 +30,8 @@
 //     genuine notification by milliseconds instead of turning it away;
 //  6. decryption with the merchant's APIv3 key (400) and the combine
 //     transaction (400);
-//  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID], waiting
+//  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID] (one per
+//     order, shared with a worker that finds the order paid), waiting
 //     for JetStream's PubAck at most [Config.PublishTimeout] (500 on
 //     failure, so WeChat Pay retries).
 //

@@ -126,7 +126,7 @@ func FuzzHandler(f *testing.F) {
 			if e.CombineMchID != mchID || e.CombineOutTradeNo == "" || len(e.SubOrders) == 0 {
 				t.Fatalf("stored event for %q/%q with %d sub-orders at path merchant %q", e.CombineMchID, e.CombineOutTradeNo, len(e.SubOrders), mchID)
 			}
-			if got, want := msg.Header.Get(events.HeaderMsgID), events.PaymentSucceededMsgID(e.NotificationID); got != want {
+			if got, want := msg.Header.Get(events.HeaderMsgID), events.PaymentSucceededMsgID(e.CombineMchID, e.CombineOutTradeNo); got != want {
 				t.Fatalf("Nats-Msg-Id = %q, want %q", got, want)
 			}
 			if e.PayerOpenID != "" {

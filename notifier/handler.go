@@ -308,7 +308,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 	}
 	msg := nats.NewMsg(h.subject)
 	msg.Data = data
-	msg.Header.Set(events.HeaderMsgID, events.PaymentSucceededMsgID(n.Envelope.ID))
+	msg.Header.Set(events.HeaderMsgID, events.PaymentSucceededMsgID(n.Transaction.CombineMchID, n.Transaction.CombineOutTradeNo))
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	pubStart := time.Now()

@@ -42,7 +42,7 @@ func TestHandler_ServeHTTP_paid(t *testing.T) {
 		t.Fatalf("stored %d events, want %d", len(got), len(tests))
 	}
 	for i, tt := range tests {
-		if want := events.PaymentSucceededMsgID("EV-" + tt.no); ids[i] != want {
+		if want := events.PaymentSucceededMsgID(testMchID, tt.no); ids[i] != want {
 			t.Errorf("%s: Nats-Msg-Id = %q, want %q", tt.name, ids[i], want)
 		}
 		if got[i].ReceivedAt.IsZero() {

@@ -25,6 +25,12 @@ func (benchPayer) CreateCombineOrder(_ context.Context, t wechat.TradeType, _ *w
 	return &wechat.PrepayResult{H5URL: "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx1"}, nil
 }
 
+func (benchPayer) QueryByOutTradeNo(context.Context, string, string) (*wechat.CombineOrder, error) {
+	return nil, wechat.ErrOrderNotExist
+}
+
+func (benchPayer) Close(context.Context, string, string, *wechat.CloseRequest) error { return nil }
+
 type benchStore struct{}
 
 func (benchStore) Claim(context.Context, idempotency.Key, string, time.Duration) (idempotency.Claim, error) {

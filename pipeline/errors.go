@@ -12,6 +12,13 @@ import (
 // possibly on another worker, can fix.
 func RetryAfter(d time.Duration, err error) error { return &RetryError{After: d, Err: err} }
 
+// Hold tells the consumer loop to keep the message — sending InProgress, so
+// no redelivery is spent — and to run the same delivery again in d. Process
+// answers it while the idempotency store is unreachable and while another
+// worker holds an order that has no delivery left: such waits cost time,
+// never the delivery limit.
+func Hold(d time.Duration, err error) error { return &RetryError{After: d, Hold: true, Err: err} }
+
 // Terminal tells the consumer loop that the job must never be delivered
 // again (Term). Process answers it after it has published the job's dead
 // letter.
@@ -21,11 +28,18 @@ func Terminal(err error) error { return &TerminalError{Err: err} }
 // any RetryError.
 type RetryError struct {
 	After time.Duration
-	Err   error
+	// Hold keeps the message instead of handing it back (see Hold).
+	Hold bool
+	Err  error
 }
 
 // Error describes the delay and the cause.
-func (e *RetryError) Error() string { return fmt.Sprintf("retry in %s: %v", e.After, e.Err) }
+func (e *RetryError) Error() string {
+	if e.Hold {
+		return fmt.Sprintf("hold for %s: %v", e.After, e.Err)
+	}
+	return fmt.Sprintf("retry in %s: %v", e.After, e.Err)
+}
 
 // Unwrap answers the cause.
 func (e *RetryError) Unwrap() error { return e.Err }

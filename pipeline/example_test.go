@@ -39,6 +39,6 @@ func Example_processor() {
 	fmt.Println(ev.CodeURL, ev.Attempts)
 	// Output:
 	// error: <nil>
-	// combine.orders.prepay.created prepay.created:1900000109:EXAMPLE1
+	// combine.orders.prepay.created outcome:1900000109:EXAMPLE1
 	// weixin://wxpay/bizpayurl?pr=abc 1
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,10 +21,16 @@ import (
 	"github.com/wxcombine/orderworker/wechat"
 )
 
-// Payer creates WeChat Pay combine orders. *wechat.Client satisfies it.
+// Payer creates, queries and closes WeChat Pay combine orders.
+// *wechat.Client satisfies it.
 type Payer interface {
 	// CreateCombineOrder creates the order; errors follow wechat.Retryable.
 	CreateCombineOrder(ctx context.Context, t wechat.TradeType, req *wechat.CombineOrderRequest) (*wechat.PrepayResult, error)
+	// QueryByOutTradeNo answers the order as WeChat Pay has it; a missing
+	// order is an error matching wechat.ErrOrderNotExist.
+	QueryByOutTradeNo(ctx context.Context, mchID, combineOutTradeNo string) (*wechat.CombineOrder, error)
+	// Close closes the unpaid order; closing twice succeeds.
+	Close(ctx context.Context, mchID, combineOutTradeNo string, req *wechat.CloseRequest) error
 }
 
 // PaySigner signs client pay parameters with the merchant's key.
@@ -152,7 +157,8 @@ type Config struct {
 	// MaxDeliver is the consumer's delivery limit: the delivery that reaches
 	// it dead-letters instead of handing the job back. Defaults to 10.
 	MaxDeliver int
-	// StoreRetryDelay is the redelivery delay when the store is down.
+	// StoreRetryDelay is how long a job waits, held (InProgress, no
+	// redelivery spent), before it tries an unreachable store again.
 	// Defaults to 5s.
 	StoreRetryDelay time.Duration
 	// Metrics records the pipeline's metrics. Defaults to none.
@@ -166,8 +172,10 @@ type Config struct {
 
 // Processor handles one delivery of a job end to end: decode, validate,
 // claim, create with retries, sign pay parameters, store the outcome,
-// publish the event. Its answer tells the consumer loop what to do: nil →
-// Ack, *RetryError → NakWithDelay, *TerminalError → Term. It is safe for
+// publish the event — and, when it cannot tell what happened to the order,
+// asks WeChat Pay (see truth.go). Its answer tells the consumer loop what to
+// do: nil → Ack, *RetryError → NakWithDelay (or, with Hold, keep the
+// message and run it again), *TerminalError → Term. It is safe for
 // concurrent use.
 type Processor struct {
 	cfg Config
@@ -232,6 +240,9 @@ func New(cfg Config) (*Processor, error) {
 	return &Processor{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
+// MaxJobSize answers the largest job body accepted, for the jobs stream.
+func (p *Processor) MaxJobSize() int { return p.cfg.MaxJobSize }
+
 // MaxDeliver answers the configured delivery limit, for the consumer.
 func (p *Processor) MaxDeliver() int { return p.cfg.MaxDeliver }
 
@@ -247,8 +258,17 @@ func (p *Processor) RedeliveryDelay(n uint64) time.Duration {
 	return d[n-1]
 }
 
+// PingStore checks the idempotency store and records the answer, so that a
+// worker holding back while the store was down resumes on its own.
+func (p *Processor) PingStore(ctx context.Context) error {
+	err := p.cfg.Store.Ping(ctx)
+	p.storeResult(err)
+	return err
+}
+
 // StoreErr answers the last error of the idempotency store, or nil if its
-// last call succeeded. Readiness reports it.
+// last call succeeded. Readiness reports it, and the Runner pulls no new
+// job while it is set.
 func (p *Processor) StoreErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -262,20 +282,22 @@ func (p *Processor) storeResult(err error) {
 	p.m.StoreUp(err == nil)
 }
 
-// outcome is what the store keeps for an order: the event its duplicates
-// get.
-type outcome struct {
-	Created *events.PrepayCreated `json:"created,omitempty"`
-	Failed  *events.PrepayFailed  `json:"failed,omitempty"`
-}
-
 // job is the state of one delivery.
 type job struct {
 	d        Delivery
 	job      events.CreateOrderJob
 	key      idempotency.Key
+	fp       string // fingerprint of trade type + body
 	attempts int
 	dup      bool
+	// adopted marks a job whose settle found another worker's outcome in
+	// the record and published that one instead of its own.
+	adopted bool
+	// reclaimed marks a job that already claimed again after a lost lease.
+	reclaimed bool
+	// last marks a job with no delivery after this one: it is settled now
+	// (by WeChat Pay's record if need be), never handed back.
+	last bool
 
 	// base and attrs make the job's logger on first use (logger): most
 	// jobs log nothing, or one record, and a handler formats With
@@ -297,8 +319,8 @@ func (j *job) logger() *slog.Logger {
 func (p *Processor) Process(ctx context.Context, d Delivery) (err error) {
 	start := p.cfg.NowFunc()
 	p.m.InFlight(1)
-	j := &job{d: d, base: p.log, attrs: make([]slog.Attr, 0, 7)}
-	j.attrs = append(j.attrs, slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence), slog.Uint64("delivery", d.NumDelivered))
+	j := p.newJob(d)
+	j.last = d.NumDelivered >= uint64(p.cfg.MaxDeliver) //nolint:gosec // MaxDeliver >= 1, checked in New
 	defer func() {
 		p.m.InFlight(-1)
 		outcome := metrics.OutcomeAck
@@ -315,6 +337,29 @@ func (p *Processor) Process(ctx context.Context, d Delivery) (err error) {
 	return p.process(ctx, j)
 }
 
+// Settle settles a job that JetStream will not deliver again (it reached
+// the delivery limit without an outcome: its worker died, or its last
+// delivery was handed back): the stored outcome is published if the order
+// has one; otherwise WeChat Pay's record decides, as on a last delivery
+// whose calls failed. A nil answer means the job has its outcome or dead
+// letter and may be deleted from the jobs stream; an error means it must
+// be tried again later.
+func (p *Processor) Settle(ctx context.Context, d Delivery) error {
+	j := p.newJob(d)
+	j.last = true
+	err := p.process(ctx, j)
+	if errors.Is(err, &TerminalError{}) {
+		return nil
+	}
+	return err
+}
+
+func (p *Processor) newJob(d Delivery) *job {
+	j := &job{d: d, base: p.log, attrs: make([]slog.Attr, 0, 7)}
+	j.attrs = append(j.attrs, slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence), slog.Uint64("delivery", d.NumDelivered))
+	return j
+}
+
 func (p *Processor) process(ctx context.Context, j *job) error {
 	decoded, err := events.DecodeJob(j.d.Data, p.cfg.MaxJobSize)
 	j.job = decoded
@@ -322,18 +367,22 @@ func (p *Processor) process(ctx context.Context, j *job) error {
 	j.attrs = append(j.attrs, slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
 		slog.String("correlation_id", decoded.CorrelationID), slog.String("trade_type", string(decoded.TradeType)))
 	if err != nil {
-		return p.reject(ctx, j, events.ReasonOf(err), &events.PrepayFailed{Code: events.CodeOf(err), Message: err.Error()}, err)
+		return p.refuse(ctx, j, events.ReasonOf(err), &events.PrepayFailed{Code: events.CodeOf(err), Message: err.Error()}, err)
 	}
 	if t, ok := p.cfg.Subjects.TradeTypeOf(j.d.Subject); !ok || t != decoded.TradeType {
 		err := fmt.Errorf("subject %s does not match trade_type %q", j.d.Subject, decoded.TradeType)
-		return p.reject(ctx, j, events.ReasonMalformed, &events.PrepayFailed{Code: events.CodeMalformedJob, Message: err.Error(), Field: "trade_type"}, err)
+		return p.refuse(ctx, j, events.ReasonMalformed, &events.PrepayFailed{Code: events.CodeMalformedJob, Message: err.Error(), Field: "trade_type"}, err)
 	}
 	if f := decoded.Flavour; f != "" && f != p.cfg.Flavour {
 		err := fmt.Errorf("flavour %s is not served by this worker (%s)", f, p.cfg.Flavour)
-		return p.reject(ctx, j, events.ReasonInvalid, &events.PrepayFailed{Code: events.CodeInvalidJob, Message: err.Error(), Field: "flavour"}, err)
+		return p.refuse(ctx, j, events.ReasonInvalid, &events.PrepayFailed{Code: events.CodeInvalidJob, Message: err.Error(), Field: "flavour"}, err)
 	}
 	if err := wechat.Validate(p.cfg.Flavour, decoded.TradeType, &decoded.Request); err != nil {
-		return p.reject(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
+		return p.refuse(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
+	}
+	j.fp, err = fingerprint(j.job.TradeType, &j.job.Request)
+	if err != nil {
+		return p.refuse(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
 	}
 	return p.claimAndPay(ctx, j)
 }
@@ -345,6 +394,17 @@ func invalidFailure(err error) *events.PrepayFailed {
 		f.Field, f.Message = ve.Field, ve.Issue
 	}
 	return f
+}
+
+// conflictFailure describes a job whose order number belongs to an order
+// with other parameters.
+func conflictFailure() *events.PrepayFailed {
+	return &events.PrepayFailed{
+		Code:                    events.CodeOrderNumberConflict,
+		Message:                 "combine_out_trade_no was already used with different parameters",
+		Field:                   "/combine_out_trade_no",
+		RetryWithNewOrderNumber: true,
+	}
 }
 
 // fingerprint hashes what makes two jobs the same order: the trade type and
@@ -362,16 +422,12 @@ func fingerprint(t wechat.TradeType, req *wechat.CombineOrderRequest) (string, e
 }
 
 func (p *Processor) claimAndPay(ctx context.Context, j *job) error {
-	fp, err := fingerprint(j.job.TradeType, &j.job.Request)
-	if err != nil {
-		return p.reject(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
-	}
-	claim, err := p.cfg.Store.Claim(ctx, j.key, fp, p.cfg.Lease)
+	claim, err := p.cfg.Store.Claim(ctx, j.key, j.fp, p.cfg.Lease)
 	if err != nil {
 		p.storeResult(err)
 		p.m.Claim(metrics.ClaimUnavailable)
-		j.logger().WarnContext(ctx, "idempotency store unavailable; job handed back without calling WeChat Pay", slog.Any("error", err))
-		return RetryAfter(p.cfg.StoreRetryDelay, fmt.Errorf("claim %s: %w", j.key, err))
+		j.logger().WarnContext(ctx, "idempotency store unavailable; job held without calling WeChat Pay", slog.Any("error", err))
+		return Hold(p.cfg.StoreRetryDelay, fmt.Errorf("claim %s: %w", j.key, err))
 	}
 	p.storeResult(nil)
 	switch claim.State {
@@ -383,62 +439,85 @@ func (p *Processor) claimAndPay(ctx context.Context, j *job) error {
 		p.m.Claim(metrics.ClaimInFlight)
 		delay := max(claim.ExpiresIn, InFlightDelayMin)
 		j.logger().DebugContext(ctx, "order in flight on another worker", slog.Duration("retry_in", delay))
+		if j.last {
+			// No delivery is left: wait here for the holder's outcome.
+			return Hold(delay, fmt.Errorf("order %s is in flight", j.key))
+		}
 		return RetryAfter(delay, fmt.Errorf("order %s is in flight", j.key))
 	case idempotency.StateConflict:
 		p.m.Claim(metrics.ClaimConflict)
-		f := &events.PrepayFailed{
-			Code:                    events.CodeOrderNumberConflict,
-			Message:                 "combine_out_trade_no was already used with different parameters",
-			Field:                   "/combine_out_trade_no",
-			RetryWithNewOrderNumber: true,
-		}
-		p.fill(j, f)
-		if err := p.publish(ctx, j, p.cfg.Subjects.PrepayFailed(), events.PrepayFailedConflictMsgID(j.key.MchID, j.key.OutTradeNo, fp), f, metrics.EventPrepayFailed); err != nil {
-			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
-		}
 		j.logger().WarnContext(ctx, "order number reused with different parameters")
-		return nil
+		return p.deadLetterOnly(ctx, j, events.ReasonConflict, errors.New("combine_out_trade_no is taken by an order with different parameters"))
 	case idempotency.StateClaimed:
 		p.m.Claim(metrics.ClaimClaimed)
 	default:
-		return RetryAfter(p.cfg.StoreRetryDelay, fmt.Errorf("claim %s: unknown state %v", j.key, claim.State))
+		return Hold(p.cfg.StoreRetryDelay, fmt.Errorf("claim %s: unknown state %v", j.key, claim.State))
+	}
+	if j.last && j.d.NumDelivered > uint64(p.cfg.MaxDeliver) { //nolint:gosec // MaxDeliver >= 1
+		// Settled from outside a delivery (advisory or sweep): earlier
+		// deliveries made their calls; WeChat Pay's record decides.
+		return p.askOrHold(ctx, j, claim.Token, errors.New("delivery limit reached without an outcome"), true)
 	}
 	return p.pay(ctx, j, claim.Token)
 }
 
 // pay runs the in-process retries, then settles the order.
 func (p *Processor) pay(ctx context.Context, j *job, token uint64) error {
-	// The calls must end before the lease does, or another worker could
-	// take the order over while a call is still under way.
-	payCtx, cancel := context.WithTimeout(ctx, p.cfg.Lease-time.Second)
-	defer cancel()
-	op := "create_" + string(j.job.TradeType)
-	retries := uint64(max(p.cfg.Retry.MaxAttempts-1, 0)) //nolint:gosec // not negative
-	b := backoff.WithContext(backoff.WithMaxRetries(p.cfg.Retry.backOff(), retries), payCtx)
-	res, err := backoff.RetryNotifyWithData(func() (*wechat.PrepayResult, error) {
-		j.attempts++
-		callCtx, cancel := context.WithTimeout(payCtx, p.cfg.CallTimeout)
-		defer cancel()
-		start := p.cfg.NowFunc()
-		res, err := p.cfg.Payer.CreateCombineOrder(callCtx, j.job.TradeType, &j.job.Request)
-		p.m.WeChatRequest(op, callCode(err), p.cfg.NowFunc().Sub(start))
-		if err != nil && !wechat.Retryable(err) {
-			return nil, backoff.Permanent(err)
-		}
-		return res, err
-	}, b, func(err error, next time.Duration) {
-		p.m.Retry(metrics.RetryInProcess)
-		j.logger().WarnContext(ctx, "wechat call will be retried", slog.String("wechat_code", callCode(err)),
-			slog.Int("attempt", j.attempts), slog.Duration("retry_in", next), slog.Any("error", err))
-	})
+	res, err := p.create(ctx, j)
 	switch {
 	case err == nil:
 		return p.succeed(ctx, j, token, res)
+	case wechat.OperatorError(err):
+		f := failureOf(err)
+		f.Message = "WeChat Pay refused the request for a reason an operator must fix (" + f.Code + "); the order was not created: replay the dead letter after the fix. " + f.Message
+		return p.release(ctx, j, token, events.ReasonConfiguration, f, err)
 	case wechat.Retryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return p.retryLater(ctx, j, token, err)
+	case wechat.OrderMayExist(err):
+		// The number is taken, closed or paid, and the record (had it
+		// known) would have answered: it was lost or expired.
+		return p.askOrHold(ctx, j, token, err, false)
 	default:
-		return p.fail(ctx, j, token, err)
+		return p.settleFailure(ctx, j, token, failureOf(err), reasonOf(err), err)
 	}
+}
+
+// create makes the create call with the in-process retries. The calls end
+// one second before the claim's lease does, or another worker could take
+// the order over while a call is still under way.
+func (p *Processor) create(ctx context.Context, j *job) (*wechat.PrepayResult, error) {
+	payCtx, cancel := context.WithTimeout(ctx, p.cfg.Lease-time.Second)
+	defer cancel()
+	return retryCall(payCtx, p, j, "create_"+string(j.job.TradeType), func(ctx context.Context) (*wechat.PrepayResult, error) {
+		j.attempts++
+		return p.cfg.Payer.CreateCombineOrder(ctx, j.job.TradeType, &j.job.Request)
+	})
+}
+
+// askOrHold renews the lease, then asks WeChat Pay (see ask); a lease that
+// cannot be renewed means another worker holds the order now, so the job
+// is held and run again.
+func (p *Processor) askOrHold(ctx context.Context, j *job, token uint64, cause error, recoverable bool) error {
+	sctx, cancel := settleCtx(ctx)
+	err := p.cfg.Store.Extend(sctx, j.key, token, p.cfg.Lease)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, idempotency.ErrStaleToken) {
+			p.storeResult(err)
+		}
+		return Hold(p.cfg.StoreRetryDelay, fmt.Errorf("renew the lease of %s before asking WeChat Pay: %w", j.key, err))
+	}
+	actx, cancel := context.WithTimeout(ctx, p.cfg.Lease-time.Second)
+	defer cancel()
+	return p.ask(actx, j, token, cause, recoverable)
+}
+
+// reasonOf names the dead-letter reason of a final rejection.
+func reasonOf(err error) events.Reason {
+	if errors.Is(err, wechat.ErrInvalid) {
+		return events.ReasonInvalid
+	}
+	return events.ReasonRejected
 }
 
 // callCode labels a call's result for metrics and logs.
@@ -464,6 +543,8 @@ func callCode(err error) string {
 		return "SIGNATURE_ERROR"
 	case errors.Is(err, wechat.ErrUnknownMerchant):
 		return "UNKNOWN_MERCHANT"
+	case errors.Is(err, wechat.ErrNoKey):
+		return "NO_KEY"
 	default:
 		return "ERROR"
 	}
@@ -475,22 +556,29 @@ func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 }
 
-// retryLater releases the claim and hands the job back, or at the delivery
-// limit fails it for good.
-func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause error) error {
+// releaseClaim gives the order up after a failure that is not its outcome.
+func (p *Processor) releaseClaim(ctx context.Context, j *job, token uint64) error {
 	sctx, cancel := settleCtx(ctx)
 	defer cancel()
-	if err := p.cfg.Store.Release(sctx, j.key, token); err != nil {
+	err := p.cfg.Store.Release(sctx, j.key, token)
+	switch {
+	case err == nil, errors.Is(err, idempotency.ErrStaleToken):
+		return nil
+	default:
 		// The lease expires on its own; the next claim waits for it.
 		j.logger().WarnContext(ctx, "release claim", slog.Any("error", err))
+		return nil
 	}
-	if ctx.Err() == nil && j.d.NumDelivered >= uint64(p.cfg.MaxDeliver) { //nolint:gosec // MaxDeliver >= 1, checked in New
-		f := &events.PrepayFailed{
-			Code: events.CodeRetriesExhausted,
-			Message: fmt.Sprintf("WeChat Pay kept failing (%s) until the delivery limit of %d; whether the order exists is unknown: retry with the same order number and parameters",
-				callCode(cause), p.cfg.MaxDeliver),
-		}
-		return p.reject(ctx, j, events.ReasonMaxDeliveries, f, fmt.Errorf("delivery limit reached: %w", cause))
+}
+
+// retryLater hands the job back for a later delivery; on the last delivery
+// it asks WeChat Pay instead.
+func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause error) error {
+	if j.last && ctx.Err() == nil {
+		return p.askOrHold(ctx, j, token, cause, true)
+	}
+	if err := p.releaseClaim(ctx, j, token); err != nil {
+		return err
 	}
 	delay := p.RedeliveryDelay(j.d.NumDelivered)
 	p.m.Retry(metrics.RetryRedelivery)
@@ -499,25 +587,26 @@ func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause 
 	return RetryAfter(delay, cause)
 }
 
-// fail settles a non-retryable WeChat Pay error: the failure is stored, so
-// duplicates get it too, published and dead-lettered.
-func (p *Processor) fail(ctx context.Context, j *job, token uint64, cause error) error {
-	f := failureOf(cause)
+// settleFailure stores a final failure as the order's outcome, publishes
+// it and dead-letters the job. If another worker's outcome got there first,
+// that one is published instead and the job simply ends.
+func (p *Processor) settleFailure(ctx context.Context, j *job, token uint64, f *events.PrepayFailed, reason events.Reason, cause error) error {
 	p.fill(j, f)
-	data, err := json.Marshal(outcome{Failed: f})
-	if err != nil {
-		return fmt.Errorf("encode outcome: %w", err)
-	}
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
-	if err := p.complete(sctx, j, token, data); err != nil {
+	f.Final = true
+	r := &record{Failed: f}
+	if err := p.settle(ctx, j, token, r); err != nil {
 		return err
 	}
-	reason := events.ReasonRejected
-	if errors.Is(cause, wechat.ErrInvalid) {
-		reason = events.ReasonInvalid
+	if !j.adopted {
+		sctx, cancel := settleCtx(ctx)
+		defer cancel()
+		if err := p.deadLetter(sctx, j, reason, cause); err != nil {
+			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
+		}
+		j.logger().WarnContext(ctx, "order failed for good; job dead-lettered", slog.String("reason", string(reason)), slog.String("code", f.Code), slog.Any("error", cause))
+		return terminal(reason, cause)
 	}
-	return p.reject(ctx, j, reason, f, cause)
+	return nil
 }
 
 // failureOf describes a non-retryable error as a failure event.
@@ -536,25 +625,11 @@ func failureOf(err error) *events.PrepayFailed {
 	if errors.Is(err, wechat.ErrInvalid) {
 		return invalidFailure(err)
 	}
-	return &events.PrepayFailed{Code: callCode(err), Message: err.Error()}
-}
-
-func (p *Processor) complete(ctx context.Context, j *job, token uint64, data []byte) error {
-	err := p.cfg.Store.Complete(ctx, j.key, token, data, p.cfg.OutcomeTTL)
-	switch {
-	case err == nil:
-		p.storeResult(nil)
-		return nil
-	case errors.Is(err, idempotency.ErrStaleToken):
-		// The lease ran out and another worker took the order over; its
-		// outcome is the one duplicates get. Let a later delivery see it.
-		j.logger().WarnContext(ctx, "lease lost before the outcome was stored; job handed back")
-		return RetryAfter(InFlightDelayMin, fmt.Errorf("complete %s: %w", j.key, err))
-	default:
-		p.storeResult(err)
-		j.logger().WarnContext(ctx, "outcome not stored; job handed back", slog.Any("error", err))
-		return RetryAfter(p.cfg.StoreRetryDelay, fmt.Errorf("complete %s: %w", j.key, err))
+	code := callCode(err)
+	if wechat.OperatorError(err) {
+		code = events.CodeConfiguration
 	}
+	return &events.PrepayFailed{Code: code, Message: err.Error()}
 }
 
 // succeed signs the pay parameters, stores the outcome and publishes it.
@@ -572,29 +647,28 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		Attempts:          j.attempts,
 		CreatedAt:         p.cfg.NowFunc().UTC(),
 	}
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
 	params, err := p.payParams(j, res.PrepayID)
 	if err != nil {
-		// Only a missing merchant key gets here; the order exists, so a
-		// later delivery gets the same prepay_id again.
-		_ = p.cfg.Store.Release(sctx, j.key, token)
+		// The order exists; a later job with the same body gets the same
+		// prepay_id again. A missing key is an operator's to fix.
 		j.logger().ErrorContext(ctx, "sign pay parameters", slog.Any("error", err))
+		if wechat.OperatorError(err) {
+			f := &events.PrepayFailed{Code: events.CodeConfiguration, Message: "the order was created but its pay parameters cannot be signed (" + callCode(err) +
+				"): replay the dead letter after the merchant's key is installed"}
+			return p.release(ctx, j, token, events.ReasonConfiguration, f, err)
+		}
+		if err := p.releaseClaim(ctx, j, token); err != nil {
+			return err
+		}
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), fmt.Errorf("sign pay parameters: %w", err))
 	}
 	ev.PayParams = params
-	data, err := json.Marshal(outcome{Created: ev})
-	if err != nil {
-		return fmt.Errorf("encode outcome: %w", err)
-	}
-	if err := p.complete(sctx, j, token, data); err != nil {
+	if err := p.settle(ctx, j, token, &record{Created: ev}); err != nil {
 		return err
 	}
-	if err := p.publish(sctx, j, p.cfg.Subjects.PrepayCreated(), events.PrepayCreatedMsgID(j.key.MchID, j.key.OutTradeNo), ev, metrics.EventPrepayCreated); err != nil {
-		// Stored: the next delivery republishes it without a WeChat call.
-		return RetryAfter(InFlightDelayMin, err)
+	if !j.adopted {
+		j.logger().InfoContext(ctx, "prepay created", slog.Int("attempts", j.attempts))
 	}
-	j.logger().InfoContext(ctx, "prepay created", slog.Int("attempts", j.attempts))
 	return nil
 }
 
@@ -606,155 +680,19 @@ func (p *Processor) payParams(j *job, prepayID string) (*events.PayParams, error
 		if err != nil {
 			return nil, err
 		}
-		return &events.PayParams{JSAPI: &events.JSAPIPayParams{
-			AppID: w.AppID, TimeStamp: w.TimeStamp, NonceStr: w.NonceStr, Package: w.Package, SignType: w.SignType, PaySign: w.PaySign,
-		}}, nil
+		return &events.PayParams{JSAPI: w}, nil
 	case wechat.TradeTypeMiniProgram:
 		w, err := p.cfg.Signer.MiniProgramPayParams(mch, app, prepayID)
 		if err != nil {
 			return nil, err
 		}
-		return &events.PayParams{MiniProgram: &events.MiniProgramPayParams{
-			TimeStamp: w.TimeStamp, NonceStr: w.NonceStr, Package: w.Package, SignType: w.SignType, PaySign: w.PaySign,
-		}}, nil
+		return &events.PayParams{MiniProgram: w}, nil
 	case wechat.TradeTypeApp:
 		w, err := p.cfg.Signer.AppPayParams(mch, app, prepayID)
 		if err != nil {
 			return nil, err
 		}
-		return &events.PayParams{App: &events.AppPayParams{
-			AppID: w.AppID, PartnerID: w.PartnerID, PrepayID: w.PrepayID, Package: w.Package, NonceStr: w.NonceStr, TimeStamp: w.TimeStamp, Sign: w.Sign,
-		}}, nil
+		return &events.PayParams{App: w}, nil
 	}
 	return nil, nil // h5 and native need none
-}
-
-// republish publishes a stored outcome again, unchanged.
-func (p *Processor) republish(ctx context.Context, j *job, data []byte) error {
-	var o outcome
-	if err := json.Unmarshal(data, &o); err != nil || (o.Created == nil) == (o.Failed == nil) {
-		j.logger().ErrorContext(ctx, "stored outcome is unreadable", slog.Any("error", err))
-		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), fmt.Errorf("stored outcome of %s is unreadable", j.key))
-	}
-	var err error
-	if o.Created != nil {
-		err = p.publish(ctx, j, p.cfg.Subjects.PrepayCreated(), events.PrepayCreatedMsgID(j.key.MchID, j.key.OutTradeNo), o.Created, metrics.EventPrepayCreated)
-	} else {
-		err = p.publish(ctx, j, p.cfg.Subjects.PrepayFailed(), events.PrepayFailedMsgID(j.key.MchID, j.key.OutTradeNo), o.Failed, metrics.EventPrepayFailed)
-	}
-	if err != nil {
-		return RetryAfter(InFlightDelayMin, err)
-	}
-	j.logger().InfoContext(ctx, "duplicate job; stored outcome republished")
-	return nil
-}
-
-// fill completes a failure event with the job's identity.
-func (p *Processor) fill(j *job, f *events.PrepayFailed) {
-	f.Version = events.Version
-	f.CorrelationID = j.job.CorrelationID
-	if j.job.TradeType.Valid() {
-		f.TradeType = j.job.TradeType
-	}
-	f.CombineMchID, f.CombineOutTradeNo = j.key.MchID, j.key.OutTradeNo
-	f.Attempts = j.attempts
-	f.CreatedAt = p.cfg.NowFunc().UTC()
-}
-
-// reject publishes the failure event (when the order can be named) and the
-// dead letter, and answers Terminal. If either cannot be published, the job
-// is handed back so that a later delivery tries again.
-func (p *Processor) reject(ctx context.Context, j *job, reason events.Reason, f *events.PrepayFailed, cause error) error {
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
-	if j.key.MchID != "" && j.key.OutTradeNo != "" {
-		if f.Version == 0 { // not filled yet: fail stores a filled one
-			p.fill(j, f)
-		}
-		if err := p.publish(sctx, j, p.cfg.Subjects.PrepayFailed(), events.PrepayFailedMsgID(j.key.MchID, j.key.OutTradeNo), f, metrics.EventPrepayFailed); err != nil {
-			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
-		}
-	}
-	if err := p.deadLetter(sctx, j, reason, cause); err != nil {
-		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
-	}
-	j.logger().WarnContext(ctx, "job dead-lettered", slog.String("reason", string(reason)), slog.String("code", f.Code), slog.Any("error", cause))
-	return terminal(reason, cause)
-}
-
-// DeadLetter publishes the dead letter of a delivery that will never be
-// processed, and the order's failure event when it can be named. The
-// Runner calls it for jobs JetStream reports at the delivery limit.
-func (p *Processor) DeadLetter(ctx context.Context, d Delivery, reason events.Reason, cause error) error {
-	j := &job{d: d, base: p.log, attrs: []slog.Attr{slog.String("subject", d.Subject), slog.Uint64("stream_seq", d.Sequence)}}
-	decoded, _ := events.DecodeJob(d.Data, p.cfg.MaxJobSize)
-	j.job = decoded
-	j.key = idempotency.Key{MchID: decoded.Request.CombineMchID, OutTradeNo: decoded.Request.CombineOutTradeNo}
-	j.attrs = append(j.attrs, slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
-		slog.String("correlation_id", decoded.CorrelationID))
-	f := &events.PrepayFailed{Code: events.CodeRetriesExhausted, Message: cause.Error()}
-	if err := p.reject(ctx, j, reason, f, cause); !errors.Is(err, &TerminalError{}) {
-		return err
-	}
-	return nil
-}
-
-// keptHeaders are the job headers a dead letter keeps; JetStream's own
-// Nats-* bookkeeping headers are dropped.
-func keptHeaders(h nats.Header) map[string][]string {
-	out := map[string][]string{}
-	for k, v := range h {
-		if k == events.HeaderMsgID || k == events.HeaderCorrelationID || !isNatsHeader(k) {
-			out[k] = v
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
-func isNatsHeader(k string) bool { return len(k) > 5 && k[:5] == "Nats-" }
-
-func (p *Processor) deadLetter(ctx context.Context, j *job, reason events.Reason, cause error) error {
-	stream := cmp.Or(j.d.Stream, events.StreamJobs)
-	dl := events.DeadLetter{
-		Version:           events.Version,
-		Reason:            reason,
-		Error:             cause.Error(),
-		CombineMchID:      j.key.MchID,
-		CombineOutTradeNo: j.key.OutTradeNo,
-		CorrelationID:     j.job.CorrelationID,
-		OriginalSubject:   j.d.Subject,
-		OriginalHeaders:   keptHeaders(j.d.Header),
-		OriginalData:      j.d.Data,
-		StreamSequence:    j.d.Sequence,
-		DeliveryCount:     j.d.NumDelivered,
-		FirstFailedAt:     j.d.Timestamp.UTC(),
-		DeadAt:            p.cfg.NowFunc().UTC(),
-	}
-	if err := p.publish(ctx, j, p.cfg.Subjects.DeadLetter(reason), events.DeadLetterMsgID(stream, j.d.Sequence), dl, metrics.EventDeadLetter); err != nil {
-		return err
-	}
-	p.m.DeadLetter(string(reason))
-	return nil
-}
-
-func (p *Processor) publish(ctx context.Context, j *job, subject, msgID string, v any, kind string) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", kind, err)
-	}
-	msg := nats.NewMsg(subject)
-	msg.Data = data
-	msg.Header.Set(events.HeaderMsgID, msgID)
-	if j.job.CorrelationID != "" {
-		msg.Header.Set(events.HeaderCorrelationID, j.job.CorrelationID)
-	}
-	if err := p.cfg.Publisher.Publish(ctx, msg); err != nil {
-		p.m.PublishFailure(kind)
-		j.logger().WarnContext(ctx, "publish failed; job handed back", slog.String("event", kind), slog.Any("error", err))
-		return fmt.Errorf("publish %s: %w", kind, err)
-	}
-	return nil
 }

@@ -28,6 +28,11 @@ type fakePayer struct {
 	results []payResult
 	calls   int
 	bodies  []wechat.CombineOrderRequest
+	// order is what a query answers (nil: ORDER_NOT_EXIST); closeErr what
+	// a close does.
+	order           *wechat.CombineOrder
+	closeErr        error
+	queries, closes int
 }
 
 type payResult struct {
@@ -42,6 +47,25 @@ func (f *fakePayer) CreateCombineOrder(_ context.Context, _ wechat.TradeType, re
 	f.calls++
 	f.bodies = append(f.bodies, *req)
 	return r.res, r.err
+}
+
+// queries and closes answer as WeChat Pay would for an order it never
+// received, unless a test scripts them.
+func (f *fakePayer) QueryByOutTradeNo(_ context.Context, _, _ string) (*wechat.CombineOrder, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.queries++
+	if f.order != nil {
+		return f.order, nil
+	}
+	return nil, &wechat.APIError{StatusCode: 404, Code: "ORDER_NOT_EXIST"}
+}
+
+func (f *fakePayer) Close(context.Context, string, string, *wechat.CloseRequest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closes++
+	return f.closeErr
 }
 
 // fakeSigner signs with a real key, so the tests can verify the signatures.
@@ -198,8 +222,30 @@ var (
 	timeoutErr = &wechat.TransportError{Op: "POST /v3/combine-transactions/jsapi", Err: &net.OpError{Op: "read", Err: errors.New("i/o timeout")}}
 	paramErr   = &wechat.APIError{StatusCode: 400, Code: "PARAM_ERROR", Message: "bad field", Detail: json.RawMessage(`{"field":"/sub_orders/0/attach"}`), RequestID: "req-1"}
 	closedErr  = &wechat.APIError{StatusCode: 400, Code: "ORDER_CLOSED", Message: "closed"}
+	usedErr    = &wechat.APIError{StatusCode: 403, Code: "OUT_TRADE_NO_USED", Message: "商户订单号重复"}
+	paidErr    = &wechat.APIError{StatusCode: 400, Code: "INVALID_REQUEST", Message: "订单已支付"}
+	signErr    = &wechat.APIError{StatusCode: 401, Code: "SIGN_ERROR", Message: "签名错误"}
+	svcErr     = &wechat.APIError{StatusCode: 503, Code: "SERVICE_UNAVAILABLE", Message: "服务不可用"}
 	ok         = payResult{res: &wechat.PrepayResult{PrepayID: "wx-prepay-1"}}
 )
+
+// queried answers an order as WeChat Pay reports it, every sub-order in
+// state.
+func queried(state string) *wechat.CombineOrder {
+	o := &wechat.CombineOrder{CombineAppID: "wx", CombineMchID: testMchID, CombineOutTradeNo: "P00001", CombineTransactionID: "4200001",
+		SubOrders: []wechat.OrderSubOrder{
+			{MchID: testMchID, OutTradeNo: "P00001-0", TradeState: state, Amount: wechat.Amount{TotalAmount: 10, Currency: "CNY"}},
+			{MchID: testMchID, OutTradeNo: "P00001-1", TradeState: state, Amount: wechat.Amount{TotalAmount: 20, Currency: "CNY"}},
+		}}
+	if state == wechat.TradeStateSuccess {
+		for i := range o.SubOrders {
+			o.SubOrders[i].TransactionID = fmt.Sprintf("42000%d", i)
+			o.SubOrders[i].SuccessTime = "2025-01-16T10:00:00+08:00"
+			o.SubOrders[i].Amount.PayerAmount = o.SubOrders[i].Amount.TotalAmount
+		}
+	}
+	return o
+}
 
 func TestProcessor_Process(t *testing.T) {
 	dlSubject := func(r events.Reason) string { return (events.Subjects{}).DeadLetter(r) }
@@ -215,6 +261,11 @@ func TestProcessor_Process(t *testing.T) {
 		wantSubjects []string
 		wantReleased bool
 		wantStored   bool
+		order        *wechat.CombineOrder // the query's answer; nil: ORDER_NOT_EXIST
+		wantQueries  int
+		wantCloses   int
+		wantHold     bool
+		wantFinal    *bool // of the published failure
 	}{
 		{name: "created", results: []payResult{ok}, wantCalls: 1,
 			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
@@ -227,9 +278,38 @@ func TestProcessor_Process(t *testing.T) {
 			wantErr: &pipeline.RetryError{}, wantAfter: 3 * time.Second, wantReleased: true},
 		{name: "second delivery uses the second delay", results: []payResult{{err: timeoutErr}}, numDelivered: 2, wantCalls: 4,
 			wantErr: &pipeline.RetryError{}, wantAfter: 9 * time.Second, wantReleased: true},
-		{name: "delivery limit is terminal", results: []payResult{{err: sysErr}}, numDelivered: maxDeliver, wantCalls: 4,
-			wantErr: &pipeline.TerminalError{}, wantReleased: true,
+		{name: "503 SERVICE_UNAVAILABLE is retried in process", results: []payResult{{err: svcErr}, ok}, wantCalls: 2,
+			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
+		{name: "delivery limit, no such order: not created, same number may come back", results: []payResult{{err: sysErr}}, numDelivered: maxDeliver, wantCalls: 4,
+			wantErr: &pipeline.TerminalError{}, wantReleased: true, wantQueries: 1, wantFinal: ptr(false),
 			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonMaxDeliveries)}},
+		{name: "delivery limit, order unpaid: the identical body recovers its prepay_id",
+			results: []payResult{{err: timeoutErr}, {err: timeoutErr}, {err: timeoutErr}, {err: timeoutErr}, ok}, numDelivered: maxDeliver,
+			order: queried(wechat.TradeStateNotPay), wantQueries: 1, wantCalls: 5, wantStored: true,
+			wantSubjects: []string{events.SubjectPrepayCreated}},
+		{name: "delivery limit, order unpaid and unrecoverable: closed, final",
+			results: []payResult{{err: timeoutErr}}, numDelivered: maxDeliver, order: queried(wechat.TradeStateNotPay),
+			wantQueries: 1, wantCalls: 8, wantCloses: 1, wantStored: true, wantFinal: ptr(true), wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonMaxDeliveries)}},
+		{name: "delivery limit, order paid: the payment, never a failure", results: []payResult{{err: timeoutErr}}, numDelivered: maxDeliver,
+			order: queried(wechat.TradeStateSuccess), wantQueries: 1, wantCalls: 4, wantStored: true,
+			wantSubjects: []string{events.SubjectPaymentSucceeded}},
+		{name: "used, record lost, order paid: the payment", results: []payResult{{err: usedErr}}, order: queried(wechat.TradeStateSuccess),
+			wantQueries: 1, wantCalls: 1, wantStored: true, wantSubjects: []string{events.SubjectPaymentSucceeded}},
+		{name: "already paid (INVALID_REQUEST), record lost: the payment", results: []payResult{{err: paidErr}}, order: queried(wechat.TradeStateSuccess),
+			wantQueries: 1, wantCalls: 1, wantStored: true, wantSubjects: []string{events.SubjectPaymentSucceeded}},
+		{name: "closed, record lost: final ORDER_CLOSED", results: []payResult{{err: closedErr}}, order: queried(wechat.TradeStateClosed),
+			wantQueries: 1, wantCalls: 1, wantStored: true, wantFinal: ptr(true), wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonRejected)}},
+		{name: "used by an unpaid order with other parameters: not this order's outcome", results: []payResult{{err: usedErr}}, order: queried(wechat.TradeStateNotPay),
+			wantQueries: 1, wantCalls: 1, wantReleased: true, wantFinal: ptr(false), wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonConflict)}},
+		{name: "refunded order: dead letter, nothing published for the order", results: []payResult{{err: usedErr}}, order: queried(wechat.TradeStateRefund),
+			wantQueries: 1, wantCalls: 1, wantReleased: true, wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{dlSubject(events.ReasonUnexpectedState)}},
+		{name: "SIGN_ERROR is an operator's to fix: not stored", results: []payResult{{err: signErr}}, wantCalls: 1,
+			wantReleased: true, wantFinal: ptr(false), wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonConfiguration)}},
 		{name: "param error is terminal at once and stored", results: []payResult{{err: paramErr}}, wantCalls: 1,
 			wantErr: &pipeline.TerminalError{}, wantStored: true,
 			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonRejected)}},
@@ -241,10 +321,12 @@ func TestProcessor_Process(t *testing.T) {
 			wantSubjects: []string{events.SubjectPrepayFailed}},
 		{name: "in flight naks with the lease's remaining time", claim: &idempotency.Claim{State: idempotency.StateInFlight, ExpiresIn: 12 * time.Second},
 			wantErr: &pipeline.RetryError{}, wantAfter: 12 * time.Second},
-		{name: "conflict publishes a failure and acks", claim: &idempotency.Claim{State: idempotency.StateConflict},
-			wantSubjects: []string{events.SubjectPrepayFailed}},
-		{name: "store down naks without a call", claimErr: idempotency.ErrUnavailable,
-			wantErr: &pipeline.RetryError{}, wantAfter: 4 * time.Second},
+		{name: "conflict dead-letters the job, publishes nothing for the order", claim: &idempotency.Claim{State: idempotency.StateConflict},
+			wantErr: &pipeline.TerminalError{}, wantSubjects: []string{dlSubject(events.ReasonConflict)}},
+		{name: "store down holds the job without a call", claimErr: idempotency.ErrUnavailable,
+			wantErr: &pipeline.RetryError{}, wantAfter: 4 * time.Second, wantHold: true},
+		{name: "in flight on the last delivery holds", claim: &idempotency.Claim{State: idempotency.StateInFlight, ExpiresIn: 12 * time.Second},
+			numDelivered: maxDeliver, wantErr: &pipeline.RetryError{}, wantAfter: 12 * time.Second, wantHold: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,6 +335,7 @@ func TestProcessor_Process(t *testing.T) {
 				b.store.claim = *tt.claim
 			}
 			b.store.claimErr = tt.claimErr
+			b.payer.order = tt.order
 			d := delivery(t, newJob(wechat.TradeTypeJSAPI, "P00001"))
 			d.NumDelivered = max(tt.numDelivered, 1)
 			err := b.proc.Process(t.Context(), d)
@@ -260,8 +343,21 @@ func TestProcessor_Process(t *testing.T) {
 				t.Fatalf("Process() = %v, want %T", err, tt.wantErr)
 			}
 			var re *pipeline.RetryError
-			if errors.As(err, &re) && re.After != tt.wantAfter {
-				t.Errorf("Process() retry after %s, want %s", re.After, tt.wantAfter)
+			if errors.As(err, &re) && (re.After != tt.wantAfter || re.Hold != tt.wantHold) {
+				t.Errorf("Process() retry after %s (hold %v), want %s (hold %v)", re.After, re.Hold, tt.wantAfter, tt.wantHold)
+			}
+			if b.payer.queries != tt.wantQueries || b.payer.closes != tt.wantCloses {
+				t.Errorf("queries, closes = %d, %d, want %d, %d", b.payer.queries, b.payer.closes, tt.wantQueries, tt.wantCloses)
+			}
+			if tt.wantFinal != nil {
+				f := decodeFailed(t, b.pub.find(events.SubjectPrepayFailed))
+				if f.Final != *tt.wantFinal {
+					t.Errorf("failure %s final = %v, want %v", f.Code, f.Final, *tt.wantFinal)
+				}
+				id := b.pub.find(events.SubjectPrepayFailed).Header.Get(events.HeaderMsgID)
+				if wantID := events.OutcomeMsgID(testMchID, "P00001"); f.Final != (id == wantID) {
+					t.Errorf("failure final=%v published as %q: a final failure goes under %q, no other", f.Final, id, wantID)
+				}
 			}
 			if b.payer.calls != tt.wantCalls {
 				t.Errorf("WeChat calls = %d, want %d", b.payer.calls, tt.wantCalls)
@@ -456,6 +552,7 @@ func TestProcessor_Process_failureEvents(t *testing.T) {
 			got := decodeFailed(t, m)
 			want := tt.want
 			want.Version, want.TradeType, want.CombineMchID, want.CombineOutTradeNo, want.CorrelationID = 1, wechat.TradeTypeJSAPI, testMchID, "P00001", job.CorrelationID
+			want.Final = true
 			if diff := cmp.Diff(want, got, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".CreatedAt" }, cmp.Ignore())); diff != "" {
 				t.Errorf("failure event (-want +got):\n%s", diff)
 			}
@@ -528,19 +625,20 @@ func TestProcessor_Process_settleFailures(t *testing.T) {
 			t.Errorf("StoreErr() after a good claim = %v, want nil", err)
 		}
 	})
-	t.Run("conflict event has its own message id", func(t *testing.T) {
+	t.Run("a malformed job naming a settled order never publishes under its outcome id", func(t *testing.T) {
 		b := setup(t, wechat.FlavourMerchant)
-		b.store.claim = idempotency.Claim{State: idempotency.StateConflict}
-		if err := b.proc.Process(t.Context(), delivery(t, newJob(wechat.TradeTypeJSAPI, "P00001"))); err != nil {
-			t.Fatalf("Process() = %v, want nil", err)
+		job := newJob(wechat.TradeTypeJSAPI, "P00001")
+		job.Request.SubOrders = nil // invalid
+		err := b.proc.Process(t.Context(), delivery(t, job))
+		if !errors.Is(err, &pipeline.TerminalError{}) {
+			t.Fatalf("Process() = %v, want TerminalError", err)
 		}
 		m := b.pub.find(events.SubjectPrepayFailed)
-		f := decodeFailed(t, m)
-		if f.Code != events.CodeOrderNumberConflict || !f.RetryWithNewOrderNumber {
-			t.Errorf("failure = %+v, want ORDER_NUMBER_CONFLICT with retry_with_new_order_number", f)
+		if f := decodeFailed(t, m); f.Final {
+			t.Errorf("an invalid job's failure is final: %+v", f)
 		}
-		if id := m.Header.Get(events.HeaderMsgID); !strings.HasPrefix(id, "prepay.failed:1900000109:P00001:conflict:") {
-			t.Errorf("Nats-Msg-Id = %q, want a conflict id", id)
+		if id, outcome := m.Header.Get(events.HeaderMsgID), events.OutcomeMsgID(testMchID, "P00001"); id == outcome {
+			t.Errorf("an invalid job's failure was published under the order's outcome id %q", id)
 		}
 	})
 }

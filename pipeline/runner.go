@@ -3,7 +3,6 @@ package pipeline
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,6 +97,10 @@ type RunnerConfig struct {
 	// half the stall after a dropped one. Defaults to PullHeartbeatDefault;
 	// at most half of PullExpiry.
 	PullHeartbeat time.Duration
+	// SweepInterval is how often the worker looks for jobs at the delivery
+	// limit that no advisory reported (see orphans.go); it also sweeps at
+	// start. Defaults to SweepIntervalDefault.
+	SweepInterval time.Duration
 	// Metrics records ack failures. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
@@ -110,6 +113,9 @@ type Runner struct {
 	cfg RunnerConfig
 	log *slog.Logger
 	m   *metrics.Worker
+	// stopping is closed when Run's context ends: held jobs are then
+	// handed back instead of waiting on.
+	stopping <-chan struct{}
 }
 
 // NewRunner checks cfg, applies its defaults and answers a Runner.
@@ -130,6 +136,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, cfg.AckWait/3)
 	cfg.ShutdownGrace = cmp.Or(cfg.ShutdownGrace, ShutdownGraceDefault)
 	cfg.PullExpiry = cmp.Or(cfg.PullExpiry, PullExpiryDefault)
+	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, SweepIntervalDefault)
 	cfg.PullHeartbeat = cmp.Or(cfg.PullHeartbeat, min(PullHeartbeatDefault, cfg.PullExpiry/2))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -174,9 +181,13 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 func (r *Runner) Setup(ctx context.Context) (jetstream.Consumer, error) {
 	c := r.cfg
 	streams := []jetstream.StreamConfig{
-		{Name: c.JobsStream, Subjects: []string{c.Subjects.Jobs()}, Retention: jetstream.WorkQueuePolicy, MaxAge: c.JobsMaxAge},
+		// A job larger than the worker accepts is refused at publish time,
+		// so the producer learns at once and no job is stranded.
+		{Name: c.JobsStream, Subjects: []string{c.Subjects.Jobs()}, Retention: jetstream.WorkQueuePolicy, MaxAge: c.JobsMaxAge,
+			MaxMsgSize: int32(c.Processor.MaxJobSize())}, //nolint:gosec // at most MaxJobSizeLimit
 		{Name: c.EventsStream, Subjects: c.Subjects.Events(), MaxAge: c.EventsMaxAge},
 		{Name: c.DeadLettersStream, Subjects: []string{c.Subjects.DeadLetters()}, MaxAge: c.DeadLettersMaxAge},
+		r.advisoryStream(),
 	}
 	for _, s := range streams {
 		s.Storage, s.Replicas, s.Duplicates = c.Storage, c.Replicas, c.DuplicateWindow
@@ -198,6 +209,9 @@ func (r *Runner) Setup(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: consumer %s: %w", c.Consumer, err)
 	}
+	if _, err := c.JetStream.CreateOrUpdateConsumer(ctx, r.advisoryStreamName(), r.advisoryConsumer()); err != nil {
+		return nil, fmt.Errorf("pipeline: consumer %s: %w", r.advisoryConsumer().Durable, err)
+	}
 	return cons, nil
 }
 
@@ -210,11 +224,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stopAdvisories, err := r.watchMaxDeliveries()
+	if err := r.checkPayload(); err != nil {
+		return err
+	}
+	r.stopping = ctx.Done()
+	stopOrphans, err := r.watchOrphans(ctx)
 	if err != nil {
 		return err
 	}
-	defer stopAdvisories()
+	defer stopOrphans()
 	// One message is buffered at a time, so none waits in the client while
 	// its AckWait runs (nats.go#1929); the semaphore bounds the work.
 	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(r.cfg.PullExpiry), jetstream.PullHeartbeat(r.cfg.PullHeartbeat))
@@ -248,6 +266,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		slog.Int("in_flight", r.cfg.InFlight))
 	for {
 		sem <- struct{}{}
+		if !r.waitStore(ctx) {
+			<-sem
+			break
+		}
 		msg, err := it.Next()
 		if err != nil {
 			<-sem
@@ -287,7 +309,9 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // handle runs one delivery with a deadline and InProgress heartbeats, and
-// acknowledges it as the Processor answers.
+// acknowledges it as the Processor answers. A Hold answer keeps the message
+// (the heartbeats go on, so no redelivery is spent) and runs the same
+// delivery again after the hold, until it settles or the worker stops.
 func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
@@ -296,13 +320,30 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	r.cfg.Metrics.JobWait(md.NumDelivered > 1, time.Since(md.Timestamp))
-	jobCtx, cancel := context.WithTimeout(ctx, r.cfg.JobTimeout)
-	defer cancel()
-	stop := r.heartbeat(jobCtx, msg)
-	perr := r.cfg.Processor.Process(jobCtx, Delivery{
+	stop := r.heartbeat(ctx, msg)
+	defer stop()
+	d := Delivery{
 		Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
 		Stream: md.Stream, Sequence: md.Sequence.Stream, NumDelivered: md.NumDelivered, Timestamp: md.Timestamp,
-	})
+	}
+	var perr error
+	for {
+		jobCtx, cancel := context.WithTimeout(ctx, r.cfg.JobTimeout)
+		perr = r.cfg.Processor.Process(jobCtx, d)
+		cancel()
+		var retry *RetryError
+		if !errors.As(perr, &retry) || !retry.Hold {
+			break
+		}
+		select {
+		case <-time.After(retry.After):
+			continue
+		case <-r.stopping:
+			// Stopping: hand it back; the next worker runs it again.
+			perr = RetryAfter(retry.After, retry.Err)
+		}
+		break
+	}
 	stop()
 	var retry *RetryError
 	var term *TerminalError
@@ -320,6 +361,25 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		r.log.WarnContext(ctx, "job failed; handed back", slog.Uint64("stream_seq", md.Sequence.Stream), slog.Any("error", perr))
 		r.ack(ctx, msg, metrics.AckNak, msg.NakWithDelay(r.cfg.Processor.RedeliveryDelay(md.NumDelivered)))
 	}
+}
+
+// waitStore blocks while the idempotency store is known to be down, pinging
+// it every StoreRetryDelay: a worker pulls no new job it could not claim.
+// It answers false if ctx ends first.
+func (r *Runner) waitStore(ctx context.Context) bool {
+	for r.cfg.Processor.StoreErr() != nil {
+		select {
+		case <-time.After(r.cfg.Processor.cfg.StoreRetryDelay):
+		case <-ctx.Done():
+			return false
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := r.cfg.Processor.PingStore(pctx); err == nil {
+			r.log.InfoContext(ctx, "idempotency store reachable again; pulling jobs")
+		}
+		cancel()
+	}
+	return ctx.Err() == nil
 }
 
 func (r *Runner) ack(ctx context.Context, msg jetstream.Msg, action string, err error) {
@@ -357,70 +417,6 @@ func (r *Runner) heartbeat(ctx context.Context, msg jetstream.Msg) (stop func())
 		stopped = true
 		mu.Unlock()
 	}
-}
-
-// maxDeliveriesAdvisory is the payload of
-// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
-type maxDeliveriesAdvisory struct {
-	Stream     string `json:"stream"`
-	Consumer   string `json:"consumer"`
-	StreamSeq  uint64 `json:"stream_seq"`
-	Deliveries uint64 `json:"deliveries"`
-}
-
-// AdvisoryMaxDeliveries answers the subject of the advisory JetStream sends
-// when a job of stream reaches the delivery limit of consumer.
-func AdvisoryMaxDeliveries(stream, consumer string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
-}
-
-// watchMaxDeliveries dead-letters jobs that JetStream reports at the
-// delivery limit (a worker died on the last delivery, or the last delivery
-// was handed back), then deletes them from the work queue, where they would
-// otherwise stay. One worker of the queue group handles each advisory.
-func (r *Runner) watchMaxDeliveries() (stop func(), err error) {
-	nc := r.cfg.JetStream.Conn()
-	subject := AdvisoryMaxDeliveries(r.cfg.JobsStream, r.cfg.Consumer)
-	sub, err := nc.QueueSubscribe(subject, r.cfg.Consumer+"-advisories", func(m *nats.Msg) {
-		var a maxDeliveriesAdvisory
-		if err := json.Unmarshal(m.Data, &a); err != nil || a.StreamSeq == 0 {
-			r.log.Warn("unreadable max deliveries advisory")
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.deadLetterSeq(ctx, a); err != nil {
-			r.log.Error("dead-letter job at the delivery limit", slog.Uint64("stream_seq", a.StreamSeq), slog.Any("error", err))
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: subscribe %s: %w", subject, err)
-	}
-	return func() { _ = sub.Unsubscribe() }, nil
-}
-
-func (r *Runner) deadLetterSeq(ctx context.Context, a maxDeliveriesAdvisory) error {
-	stream, err := r.cfg.JetStream.Stream(ctx, r.cfg.JobsStream)
-	if err != nil {
-		return err
-	}
-	raw, err := stream.GetMsg(ctx, a.StreamSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // already settled or dead-lettered by another worker
-	}
-	if err != nil {
-		return err
-	}
-	cause := fmt.Errorf("delivery limit of %d reached without an outcome", a.Deliveries)
-	d := Delivery{Subject: raw.Subject, Header: raw.Header, Data: raw.Data, Stream: r.cfg.JobsStream,
-		Sequence: raw.Sequence, NumDelivered: a.Deliveries, Timestamp: raw.Time}
-	if err := r.cfg.Processor.DeadLetter(ctx, d, events.ReasonMaxDeliveries, cause); err != nil {
-		return err
-	}
-	if err := stream.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return err
-	}
-	return nil
 }
 
 // JetStreamPublisher publishes with a JetStream context and waits for the

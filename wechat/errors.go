@@ -114,20 +114,31 @@ var (
 	ErrOpenIDMismatch       = &APIError{Code: "OPENID_MISMATCH"}       // 500: not retryable, the openid is wrong
 	ErrInvalidTransactionID = &APIError{Code: "INVALID_TRANSACTIONID"} // 500
 	ErrUserPaying           = &APIError{Code: "USERPAYING"}            // 202
+	ErrServiceUnavailable   = &APIError{Code: "SERVICE_UNAVAILABLE"}   // 502/503: retry with the same parameters
 )
 
-// retryableCodes are the codes WeChat Pay says to retry with the same
-// parameters: SYSTEMERROR and BANKERROR ("请用相同参数重新调用") and
-// FREQUENCY_LIMITED ("降低请求频率", with exponential backoff).
-var retryableCodes = map[string]bool{"SYSTEMERROR": true, "BANKERROR": true, "FREQUENCY_LIMITED": true}
+// finalServerCodes are the 5xx codes that are not retried: WeChat Pay's
+// tables give them for a wrong parameter, not for a failure of its own
+// (OPENID_MISMATCH: the openid does not belong to the appid;
+// INVALID_TRANSACTIONID: no such transaction).
+var finalServerCodes = map[string]bool{"OPENID_MISMATCH": true, "INVALID_TRANSACTIONID": true}
+
+// operatorCodes are the codes an operator fixes, never the order: the
+// request was refused before WeChat Pay looked at the order (a wrong key,
+// serial or clock: SIGN_ERROR; a product not enabled: NOAUTH; a wrong
+// merchant or appid binding).
+var operatorCodes = map[string]bool{"SIGN_ERROR": true, "NOAUTH": true, "MCH_NOT_EXISTS": true, "APPID_MCHID_NOT_MATCH": true}
 
 // Retryable reports whether a call that failed with err may be retried with
-// the same parameters: SYSTEMERROR, BANKERROR, FREQUENCY_LIMITED (and any
-// 429), and failures whose outcome is unknown — transport errors, timeouts,
-// 5xx answers without a WeChat code (a 502 from a proxy) and 2xx answers
-// whose signature does not verify (see UnknownOutcome). Every other WeChat
-// error and a local validation error are not retryable.
-// A canceled parent context is not retryable either: the caller gave up.
+// the same parameters: every 429 (FREQUENCY_LIMITED, RATELIMIT_EXCEEDED),
+// every 5xx with or without a code (SYSTEMERROR/SYSTEM_ERROR, BANKERROR,
+// 502/503 SERVICE_UNAVAILABLE, a proxy's bare 502) except OPENID_MISMATCH and
+// INVALID_TRANSACTIONID, and failures whose outcome is unknown — transport
+// errors, timeouts and 2xx answers whose signature does not verify (see
+// UnknownOutcome). The interface rules say of every 5xx: "使用原请求参数重试即
+// 可". Every other WeChat error and a local validation error are not
+// retryable. A canceled parent context is not retryable either: the caller
+// gave up.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -137,15 +148,46 @@ func Retryable(err error) bool {
 		if apiErr.StatusCode == http.StatusTooManyRequests {
 			return true
 		}
-		if apiErr.Code == "" {
-			return apiErr.StatusCode >= 500
+		code := NormalizeCode(apiErr.Code)
+		if apiErr.StatusCode >= 500 {
+			return !finalServerCodes[code]
 		}
-		return retryableCodes[NormalizeCode(apiErr.Code)]
+		return code == "SYSTEMERROR" || code == "BANKERROR" || code == "FREQUENCY_LIMITED" || code == "SERVICE_UNAVAILABLE"
 	}
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
 	return UnknownOutcome(err)
+}
+
+// OperatorError reports whether err is a refusal an operator fixes rather
+// than a verdict on the order: SIGN_ERROR (a wrong key or serial, or a
+// skewed clock), NOAUTH, MCH_NOT_EXISTS, APPID_MCHID_NOT_MATCH, any 401, an
+// unknown merchant, or a missing or unreadable key. WeChat Pay did not act
+// on such a request, so the same order may be sent again after the fix.
+func OperatorError(err error) bool {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.StatusCode == http.StatusUnauthorized || operatorCodes[NormalizeCode(apiErr.Code)]
+	}
+	return errors.Is(err, ErrUnknownMerchant) || errors.Is(err, ErrNoKey)
+}
+
+// OrderMayExist reports whether a create answer says the order number is
+// taken — already paid (INVALID_REQUEST "订单已支付", ORDERPAID), closed
+// (ORDER_CLOSED) or used with other parameters (OUT_TRADE_NO_USED) — so
+// that WeChat Pay's own record of the order, not the answer alone, says
+// what happened to it.
+func OrderMayExist(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch NormalizeCode(apiErr.Code) {
+	case "INVALID_REQUEST", "ORDERPAID", "ORDER_CLOSED", "OUT_TRADE_NO_USED":
+		return true
+	}
+	return false
 }
 
 // UnknownOutcome reports whether err leaves it unknown if WeChat Pay acted on

@@ -80,7 +80,14 @@ func TestRetryable_Other(t *testing.T) {
 		{"nil", nil, false},
 		{"429 without code", &APIError{StatusCode: 429}, true},
 		{"502 from a proxy", &APIError{StatusCode: 502}, true},
-		{"503 SERVICE_UNAVAILABLE is a code, not retried", &APIError{StatusCode: 503, Code: "SERVICE_UNAVAILABLE"}, false},
+		{"503 SERVICE_UNAVAILABLE (interface rules: retry every 5xx)", &APIError{StatusCode: 503, Code: "SERVICE_UNAVAILABLE"}, true},
+		{"502 SERVICE_UNAVAILABLE", &APIError{StatusCode: 502, Code: "SERVICE_UNAVAILABLE"}, true},
+		{"500 SYSTEM_ERROR, newer spelling", &APIError{StatusCode: 500, Code: "SYSTEM_ERROR"}, true},
+		{"500 with a code the tables do not list", &APIError{StatusCode: 500, Code: "INTERNAL"}, true},
+		{"429 RATELIMIT_EXCEEDED", &APIError{StatusCode: 429, Code: "RATELIMIT_EXCEEDED"}, true},
+		{"500 OPENID_MISMATCH is a parameter error", &APIError{StatusCode: 500, Code: "OPENID_MISMATCH"}, false},
+		{"500 INVALID_TRANSACTIONID is a parameter error", &APIError{StatusCode: 500, Code: "INVALID_TRANSACTIONID"}, false},
+		{"401 SIGN_ERROR", &APIError{StatusCode: 401, Code: "SIGN_ERROR"}, false},
 		{"404 without code", &APIError{StatusCode: 404}, false},
 		{"transport error", &TransportError{Op: "POST /v3/combine-transactions/app", Err: errors.New("connection reset")}, true},
 		{"deadline", fmt.Errorf("call: %w", context.DeadlineExceeded), true},
@@ -114,5 +121,47 @@ func TestAPIError_Error(t *testing.T) {
 	e = ParseAPIError(401, http.Header{}, []byte(`{"code":"SIGN_ERROR","detail":{"detail":{"issue":"sign not match"},"field":"signature"},"message":"验签失败"}`))
 	if e.Field() != "signature" || len(e.Detail) == 0 {
 		t.Errorf("ParseAPIError(SIGN_ERROR) = %+v, want its detail kept", e)
+	}
+}
+
+func TestOperatorError(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"SIGN_ERROR", &APIError{StatusCode: 401, Code: "SIGN_ERROR"}, true},
+		{"401 without a code", &APIError{StatusCode: 401}, true},
+		{"NOAUTH", &APIError{StatusCode: 403, Code: "NOAUTH"}, true},
+		{"NO_AUTH, newer spelling", &APIError{StatusCode: 403, Code: "NO_AUTH"}, true},
+		{"MCH_NOT_EXISTS", &APIError{StatusCode: 400, Code: "MCH_NOT_EXISTS"}, true},
+		{"APPID_MCHID_NOT_MATCH", &APIError{StatusCode: 400, Code: "APPID_MCHID_NOT_MATCH"}, true},
+		{"unknown merchant", fmt.Errorf("%w %q", ErrUnknownMerchant, "1"), true},
+		{"missing key", fmt.Errorf("sign: %w", ErrNoKey), true},
+		{"PARAM_ERROR is the order's", &APIError{StatusCode: 400, Code: "PARAM_ERROR"}, false},
+		{"OUT_TRADE_NO_USED is the order's", &APIError{StatusCode: 403, Code: "OUT_TRADE_NO_USED"}, false},
+		{"SYSTEMERROR", &APIError{StatusCode: 500, Code: "SYSTEMERROR"}, false},
+		{"timeout", context.DeadlineExceeded, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := OperatorError(tt.err); got != tt.want {
+				t.Errorf("OperatorError(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOrderMayExist(t *testing.T) {
+	for code, want := range map[string]bool{
+		"INVALID_REQUEST": true, "ORDERPAID": true, "ORDER_CLOSED": true, "OUT_TRADE_NO_USED": true,
+		"PARAM_ERROR": false, "SYSTEMERROR": false, "RULELIMIT": false, "SIGN_ERROR": false,
+	} {
+		if got := OrderMayExist(&APIError{StatusCode: 400, Code: code}); got != want {
+			t.Errorf("OrderMayExist(%s) = %v, want %v", code, got, want)
+		}
+	}
+	if OrderMayExist(context.DeadlineExceeded) {
+		t.Error("OrderMayExist(timeout) = true, want false: no answer is no statement about the order")
 	}
 }

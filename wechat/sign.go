@@ -63,7 +63,7 @@ func PaySignMessage(appID, timestamp, nonce, pkg string) []byte {
 // deterministic, so the same key and message always give the same signature.
 func Sign(key PrivateKey, message []byte) (string, error) {
 	if key.key == nil {
-		return "", errors.New("wechat: sign: no private key")
+		return "", fmt.Errorf("wechat: sign: %w", ErrNoKey)
 	}
 	sum := sha256.Sum256(message)
 	sig, err := rsa.SignPKCS1v15(nil, key.key, crypto.SHA256, sum[:])
@@ -72,6 +72,10 @@ func Sign(key PrivateKey, message []byte) (string, error) {
 	}
 	return base64.StdEncoding.EncodeToString(sig), nil
 }
+
+// ErrNoKey reports a merchant without a private key: the worker's
+// credentials are incomplete (an operator error, see OperatorError).
+var ErrNoKey = errors.New("wechat: no private key")
 
 // ErrSignature reports a signature that does not verify, a probe signature,
 // or signature headers that are missing or malformed.

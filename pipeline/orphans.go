@@ -1,0 +1,239 @@
+package pipeline
+
+// Jobs at the delivery limit.
+//
+// JetStream stops delivering a job after MaxDeliver deliveries, and in a
+// work-queue stream the job then stays stored, unacknowledged, forever. A
+// job gets there without an outcome when its worker died on the last
+// delivery, or when the last delivery was handed back (a job timeout, a
+// shutdown). JetStream reports it with a MAX_DELIVERIES advisory, but an
+// advisory is a core NATS message: lost if no worker listens at that
+// moment. Two mechanisms make sure every such job is settled:
+//
+//   - the advisories are captured in their own stream (the jobs stream's
+//     name + "_ADVISORIES", work-queue retention) and consumed by a durable
+//     consumer, so an advisory sent while every worker was down waits for
+//     the next one;
+//   - a sweep, at start and every SweepInterval, finds what was lost
+//     anyway (an advisory the server never stored, a stream created after
+//     the fact): a job at the limit pins the consumer's ack floor, so the
+//     first stored job above the floor that is older than the whole
+//     redelivery schedule is such a job.
+//
+// Either way Processor.Settle publishes the order's stored outcome or, if
+// it has none, asks WeChat Pay; then the job is deleted from the jobs
+// stream. Settling a job twice is harmless: the order's record and the
+// outcome's Nats-Msg-Id make the second one a duplicate.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SweepIntervalDefault is how often a worker looks for jobs at the delivery
+// limit that no advisory reported.
+const SweepIntervalDefault = 5 * time.Minute
+
+// maxDeliveriesAdvisory is the payload of
+// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// AdvisoryMaxDeliveries answers the subject of the advisory JetStream sends
+// when a job of stream reaches the delivery limit of consumer.
+func AdvisoryMaxDeliveries(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
+// AdvisoryStream answers the name of the stream that captures the
+// MAX_DELIVERIES advisories of jobsStream.
+func AdvisoryStream(jobsStream string) string { return jobsStream + "_ADVISORIES" }
+
+func (r *Runner) advisoryStreamName() string { return AdvisoryStream(r.cfg.JobsStream) }
+
+// advisoryStream is the stream that makes the advisories durable. They are
+// kept as long as jobs are.
+func (r *Runner) advisoryStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        r.advisoryStreamName(),
+		Description: "MAX_DELIVERIES advisories of " + r.cfg.JobsStream + ", until a worker settles their job",
+		Subjects:    []string{AdvisoryMaxDeliveries(r.cfg.JobsStream, r.cfg.Consumer)},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      r.cfg.JobsMaxAge,
+	}
+}
+
+func (r *Runner) advisoryConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     r.cfg.Consumer + "-advisories",
+		Description: "order workers: settle jobs at the delivery limit",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     time.Minute,
+		Replicas:    r.cfg.Replicas,
+	}
+}
+
+// checkPayload refuses a server whose maximum payload cannot carry the dead
+// letter of the largest job: a dead letter embeds the job in base64 (4/3 of
+// its size) with its headers and error, so it must always fit, or a job
+// that cannot be processed could not be dead-lettered either.
+func (r *Runner) checkPayload() error {
+	maxPayload := r.cfg.JetStream.Conn().MaxPayload()
+	need := int64(r.cfg.Processor.MaxJobSize())*4/3 + deadLetterOverhead
+	if maxPayload > 0 && need > maxPayload {
+		return fmt.Errorf("pipeline: the server's max_payload %d cannot carry the dead letter of a %d-byte job (%d bytes): lower MAX_JOB_BYTES to %d or raise max_payload",
+			maxPayload, r.cfg.Processor.MaxJobSize(), need, (maxPayload-deadLetterOverhead)*3/4)
+	}
+	return nil
+}
+
+// deadLetterOverhead bounds a dead letter's bytes besides its embedded job:
+// the job's headers, the error text and the other fields.
+const deadLetterOverhead = 16 << 10
+
+// watchOrphans consumes the captured advisories and runs the sweep until
+// stop is called.
+func (r *Runner) watchOrphans(ctx context.Context) (stop func(), err error) {
+	cons, err := r.cfg.JetStream.Consumer(ctx, r.advisoryStreamName(), r.advisoryConsumer().Durable)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: advisories consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { r.onAdvisory(ctx, m) }, jetstream.PullMaxMessages(4))
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: consume advisories: %w", err)
+	}
+	sweepCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { // Owned by watchOrphans: ends when stop cancels sweepCtx.
+		defer close(done)
+		r.sweepLoop(sweepCtx)
+	}()
+	return func() {
+		cc.Stop()
+		cancel()
+		<-done
+	}, nil
+}
+
+func (r *Runner) onAdvisory(ctx context.Context, m jetstream.Msg) {
+	var a maxDeliveriesAdvisory
+	if err := json.Unmarshal(m.Data(), &a); err != nil || a.StreamSeq == 0 {
+		r.log.WarnContext(ctx, "unreadable max deliveries advisory; dropped")
+		_ = m.Term()
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.JobTimeout)
+	defer cancel()
+	if err := r.settleSeq(sctx, a.StreamSeq, a.Deliveries); err != nil {
+		r.log.WarnContext(ctx, "settle job at the delivery limit; advisory kept for later", slog.Uint64("stream_seq", a.StreamSeq), slog.Any("error", err))
+		_ = m.NakWithDelay(r.cfg.Processor.cfg.StoreRetryDelay)
+		return
+	}
+	_ = m.Ack()
+}
+
+// settleSeq settles the job stored at seq, if it is still there, and
+// deletes it from the jobs stream.
+func (r *Runner) settleSeq(ctx context.Context, seq, deliveries uint64) error {
+	stream, err := r.cfg.JetStream.Stream(ctx, r.cfg.JobsStream)
+	if err != nil {
+		return err
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // already settled by another worker
+	}
+	if err != nil {
+		return err
+	}
+	return r.settleRaw(ctx, stream, raw, deliveries)
+}
+
+func (r *Runner) settleRaw(ctx context.Context, stream jetstream.Stream, raw *jetstream.RawStreamMsg, deliveries uint64) error {
+	// The job's deliveries are over: Settle sees a delivery past the limit.
+	d := Delivery{Subject: raw.Subject, Header: raw.Header, Data: raw.Data, Stream: r.cfg.JobsStream,
+		Sequence: raw.Sequence, NumDelivered: max(deliveries, uint64(r.cfg.Processor.MaxDeliver())) + 1, Timestamp: raw.Time} //nolint:gosec // MaxDeliver >= 1
+	if err := r.cfg.Processor.Settle(ctx, d); err != nil {
+		return err
+	}
+	if err := stream.DeleteMsg(ctx, raw.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err
+	}
+	r.log.InfoContext(ctx, "job at the delivery limit settled", slog.Uint64("stream_seq", raw.Sequence))
+	return nil
+}
+
+// horizon is the age past which a job still stored below the consumer's
+// ack floor cannot be waiting for a delivery: the whole redelivery schedule
+// plus an AckWait for each delivery.
+func (r *Runner) horizon() time.Duration {
+	p := r.cfg.Processor
+	var h time.Duration
+	for n := 1; n < p.MaxDeliver(); n++ {
+		h += p.RedeliveryDelay(uint64(n)) //nolint:gosec // n >= 1
+	}
+	return h + time.Duration(p.MaxDeliver())*r.cfg.AckWait + time.Minute
+}
+
+func (r *Runner) sweepLoop(ctx context.Context) {
+	for {
+		if n, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "sweep for jobs at the delivery limit", slog.Any("error", err))
+		} else if n > 0 {
+			r.log.InfoContext(ctx, "sweep settled jobs at the delivery limit", slog.Int("jobs", n))
+		}
+		select {
+		case <-time.After(r.cfg.SweepInterval):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Sweep settles jobs stuck at the delivery limit that no advisory
+// reported, and answers how many it settled.
+func (r *Runner) Sweep(ctx context.Context) (int, error) {
+	stream, err := r.cfg.JetStream.Stream(ctx, r.cfg.JobsStream)
+	if err != nil {
+		return 0, err
+	}
+	cons, err := stream.Consumer(ctx, r.cfg.Consumer)
+	if err != nil {
+		return 0, err
+	}
+	settled := 0
+	for range sweepBatch {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return settled, err
+		}
+		raw, err := stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(r.cfg.Subjects.Jobs()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return settled, nil
+		}
+		if err != nil {
+			return settled, err
+		}
+		if raw.Sequence > info.Delivered.Stream || time.Since(raw.Time) < r.horizon() {
+			return settled, nil // not delivered yet, or may still be redelivered
+		}
+		if err := r.settleRaw(ctx, stream, raw, uint64(r.cfg.Processor.MaxDeliver())); err != nil { //nolint:gosec // >= 1
+			return settled, err
+		}
+		settled++
+	}
+	return settled, nil
+}
+
+// sweepBatch bounds the jobs one sweep settles; the next sweep goes on.
+const sweepBatch = 100
