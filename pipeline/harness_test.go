@@ -90,6 +90,11 @@ func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig) 
 type workerOpts struct {
 	maxDeliver int
 	inFlight   int
+	// payer replaces the client (to inject faults around the real calls).
+	payer pipeline.Payer
+	// sweepMinAge, if set, is the age past which the sweep settles a job
+	// stuck below the ack floor.
+	sweepMinAge time.Duration
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -109,7 +114,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 	}
 	js, _ := jetstream.New(nc)
 	proc, err := pipeline.New(pipeline.Config{
-		Payer: e.client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: e.flavour,
+		Payer: cmp.Or[pipeline.Payer](o.payer, e.client), Signer: e.client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: e.flavour,
 		CallTimeout: 400 * time.Millisecond, Lease: 2 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Second},
 		Redelivery: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}, MaxDeliver: cmp.Or(o.maxDeliver, 30),
@@ -120,7 +125,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 	}
 	r, err := pipeline.NewRunner(pipeline.RunnerConfig{
 		JetStream: js, Processor: proc, AckWait: 5 * time.Second, JobTimeout: 3 * time.Second, InFlight: max(o.inFlight, 4),
-		ShutdownGrace: 3 * time.Second, DuplicateWindow: time.Minute,
+		ShutdownGrace: 3 * time.Second, DuplicateWindow: time.Minute, SweepMinAge: o.sweepMinAge,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -176,12 +181,16 @@ func (e *env) publishJob(job events.CreateOrderJob) {
 type outcomes struct {
 	created     map[string][]events.PrepayCreated // by combine_out_trade_no
 	failed      map[string][]events.PrepayFailed
+	payments    map[string][]events.PaymentSucceeded
 	deadLetters []events.DeadLetter
+	// ids holds every stored event's Nats-Msg-Id by combine_out_trade_no.
+	ids map[string][]string
 }
 
 func (e *env) read() outcomes {
 	e.t.Helper()
-	o := outcomes{created: map[string][]events.PrepayCreated{}, failed: map[string][]events.PrepayFailed{}}
+	o := outcomes{created: map[string][]events.PrepayCreated{}, failed: map[string][]events.PrepayFailed{},
+		payments: map[string][]events.PaymentSucceeded{}, ids: map[string][]string{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, name := range []string{events.StreamEvents, events.StreamDeadLetters} {
@@ -210,6 +219,11 @@ func (e *env) read() outcomes {
 				var v events.PrepayFailed
 				mustUnmarshal(e.t, m.Data, &v)
 				o.failed[v.CombineOutTradeNo] = append(o.failed[v.CombineOutTradeNo], v)
+				o.ids[v.CombineOutTradeNo] = append(o.ids[v.CombineOutTradeNo], m.Header.Get(events.HeaderMsgID))
+			case events.SubjectPaymentSucceeded:
+				var v events.PaymentSucceeded
+				mustUnmarshal(e.t, m.Data, &v)
+				o.payments[v.CombineOutTradeNo] = append(o.payments[v.CombineOutTradeNo], v)
 			default:
 				var v events.DeadLetter
 				mustUnmarshal(e.t, m.Data, &v)

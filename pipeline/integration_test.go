@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/pipeline"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/wxcombine/orderworker/events"
@@ -164,7 +168,10 @@ func TestRunner_transientFaults(t *testing.T) {
 	t.Logf("faults injected: %v; orders retried: %d of %d", st.Faults, retried, orders)
 }
 
-func TestRunner_permanentError(t *testing.T) {
+// TestRunner_configurationError: an error an operator fixes
+// (APPID_MCHID_NOT_MATCH) dead-letters the job without locking the order,
+// so the same job sent again calls WeChat Pay again.
+func TestRunner_configurationError(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
 	e.startWorker(workerOpts{})
@@ -173,14 +180,18 @@ func TestRunner_permanentError(t *testing.T) {
 	e.publishJob(job)
 	o := e.waitFor(15*time.Second, "a failure and a dead letter", func(o outcomes) bool { return len(o.failed) == 1 && len(o.deadLetters) == 1 })
 	f := o.failed["PERM0001"][0]
-	if f.Code != "APPID_MCHID_NOT_MATCH" || f.Attempts != 1 || f.HTTPStatus != 400 || f.RetryWithNewOrderNumber {
-		t.Errorf("failure = %+v, want APPID_MCHID_NOT_MATCH after 1 attempt", f)
+	if f.Code != "APPID_MCHID_NOT_MATCH" || f.Attempts != 1 || f.HTTPStatus != 400 || f.RetryWithNewOrderNumber || f.Final {
+		t.Errorf("failure = %+v, want APPID_MCHID_NOT_MATCH after 1 attempt, not final", f)
 	}
-	if dl := o.deadLetters[0]; dl.Reason != events.ReasonRejected || dl.CombineOutTradeNo != "PERM0001" {
-		t.Errorf("dead letter = %+v, want reason rejected", dl)
+	if dl := o.deadLetters[0]; dl.Reason != events.ReasonConfiguration || dl.CombineOutTradeNo != "PERM0001" {
+		t.Errorf("dead letter = %+v, want reason configuration", dl)
 	}
-	if n := e.createCalls("PERM0001"); n != 1 {
-		t.Errorf("create calls = %d, want 1 (no retries)", n)
+	// The replay (here: the same job under another Nats-Msg-Id) is not
+	// answered from a stored failure: WeChat Pay is called again.
+	e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(t, job), "replay-PERM0001")
+	e.waitFor(15*time.Second, "the replay's failure", func(o outcomes) bool { return len(o.failed["PERM0001"]) == 2 })
+	if n := e.createCalls("PERM0001"); n != 2 {
+		t.Errorf("create calls = %d, want 2: the replay must reach WeChat Pay", n)
 	}
 }
 
@@ -201,10 +212,14 @@ func TestRunner_deliveryLimit(t *testing.T) {
 	}
 }
 
+// TestRunner_redisOutage: an outage of the store far longer than the whole
+// redelivery schedule (here two deliveries, 100 ms apart) costs time, not
+// orders: jobs are held, not handed back, and no WeChat Pay call is made
+// without a claim.
 func TestRunner_redisOutage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
-	e.startWorker(workerOpts{})
+	e.startWorker(workerOpts{maxDeliver: 2})
 	e.publishJob(newJob(wechat.TradeTypeJSAPI, orderNo("R", 0)))
 	e.waitFor(15*time.Second, "the first order", func(o outcomes) bool { return len(o.created) == 1 })
 	e.redis.Stop()
@@ -244,16 +259,20 @@ func TestRunner_poisonJobs(t *testing.T) {
 	e.publish(subject, []byte(`{"version":1,"trade_type":"jsapi","request":{`), "poison-1")
 	e.publish(subject, mustJSON(t, wrongVersion), wrongVersion.MsgID())
 	e.publish(subject, mustJSON(t, tooMany), tooMany.MsgID())
-	e.publish(subject, mustJSON(t, big), big.MsgID())
+	// A job larger than the worker accepts is refused at publish time: the
+	// producer learns at once, and no job is stranded in the queue.
+	if _, err := e.js.Publish(t.Context(), subject, mustJSON(t, big)); err == nil || !strings.Contains(err.Error(), "maximum allowed") {
+		t.Errorf("publishing a %d-byte job: %v, want the stream's size limit", len(mustJSON(t, big)), err)
+	}
 	e.publishJob(newJob(wechat.TradeTypeJSAPI, "GOOD0001"))
-	o := e.waitFor(20*time.Second, "four dead letters and the good order", func(o outcomes) bool {
-		return len(o.deadLetters) == 4 && len(o.created) == 1
+	o := e.waitFor(20*time.Second, "three dead letters and the good order", func(o outcomes) bool {
+		return len(o.deadLetters) == 3 && len(o.created) == 1
 	})
 	reasons := map[events.Reason]events.DeadLetter{}
 	for _, dl := range o.deadLetters {
 		reasons[dl.Reason] = dl
 	}
-	for _, r := range []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonInvalid, events.ReasonTooLarge} {
+	for _, r := range []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonInvalid} {
 		if _, ok := reasons[r]; !ok {
 			t.Errorf("no dead letter with reason %s; got %v", r, reasons)
 		}
@@ -273,41 +292,118 @@ func TestRunner_poisonJobs(t *testing.T) {
 	}
 }
 
-// TestRunner_maxDeliveriesAdvisory: a job handed back on its last delivery
-// (here because the store is down) is dead-lettered from JetStream's
-// MAX_DELIVERIES advisory and removed from the work queue.
-func TestRunner_maxDeliveriesAdvisory(t *testing.T) {
+// exhaust delivers the job stored under no through the worker's durable
+// consumer without processing it, naking it until JetStream's delivery
+// limit: a worker that died on every delivery, its last one included.
+func (e *env) exhaust(maxDeliver int) {
+	e.t.Helper()
+	cons, err := e.js.Consumer(e.t.Context(), events.StreamJobs, pipeline.ConsumerDefault)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for n := 0; n < maxDeliver; {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			_ = m.Nak()
+			n++
+		}
+	}
+}
+
+// TestRunner_deliveryLimitAdvisory: a job whose deliveries all died without
+// an outcome, while no worker ran, is settled from the captured
+// MAX_DELIVERIES advisory when a worker starts: WeChat Pay has no such
+// order, so the failure says the same job may be sent again; the job
+// leaves the work queue.
+func TestRunner_deliveryLimitAdvisory(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
-	e.startWorker(workerOpts{maxDeliver: 2})
-	e.redis.Stop()
+	e.startWorker(workerOpts{maxDeliver: 2})()
 	e.publishJob(newJob(wechat.TradeTypeNative, "ADVIS001"))
+	e.exhaust(2)
+	e.startWorker(workerOpts{maxDeliver: 2})
 	o := e.waitFor(20*time.Second, "a dead letter from the advisory", func(o outcomes) bool { return len(o.deadLetters) == 1 })
 	dl := o.deadLetters[0]
-	if dl.Reason != events.ReasonMaxDeliveries || dl.CombineOutTradeNo != "ADVIS001" || dl.DeliveryCount != 2 {
-		t.Errorf("dead letter = %+v, want max_deliveries of ADVIS001 after 2 deliveries", dl)
+	if dl.Reason != events.ReasonMaxDeliveries || dl.CombineOutTradeNo != "ADVIS001" {
+		t.Errorf("dead letter = %+v, want max_deliveries of ADVIS001", dl)
 	}
-	if f := o.failed["ADVIS001"]; len(f) != 1 || f[0].Code != events.CodeRetriesExhausted {
-		t.Errorf("failures = %+v, want one RETRIES_EXHAUSTED", f)
+	if f := o.failed["ADVIS001"]; len(f) != 1 || f[0].Code != events.CodeOrderNotCreated || f[0].Final {
+		t.Errorf("failures = %+v, want one ORDER_NOT_CREATED, not final", f)
 	}
-	if n := e.createCalls("ADVIS001"); n != 0 {
-		t.Errorf("create calls = %d, want 0 without a claim", n)
+	e.waitJobsEmpty()
+}
+
+// TestRunner_deliveryLimitSettled: a worker died after publishing an
+// order's prepay and before the ack, on the last delivery. Settling it
+// publishes the stored outcome again (a JetStream duplicate), never a
+// failure.
+func TestRunner_deliveryLimitSettled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	stop := e.startWorker(workerOpts{maxDeliver: 2})
+	job := newJob(wechat.TradeTypeJSAPI, "SETTLED1")
+	e.publishJob(job)
+	e.waitFor(15*time.Second, "the prepay", func(o outcomes) bool { return len(o.created) == 1 })
+	stop()
+	e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(t, job), "redelivered-SETTLED1")
+	e.exhaust(2)
+	e.startWorker(workerOpts{maxDeliver: 2})
+	e.waitJobsEmpty()
+	o := e.read()
+	if len(o.failed) != 0 || len(o.deadLetters) != 0 || len(o.created["SETTLED1"]) != 1 {
+		t.Errorf("created %d, failed %v, dead letters %d: want the one prepay and nothing else", len(o.created["SETTLED1"]), o.failed, len(o.deadLetters))
 	}
-	s, err := e.js.Stream(t.Context(), events.StreamJobs)
+	if n := e.createCalls("SETTLED1"); n != 1 {
+		t.Errorf("create calls = %d, want 1", n)
+	}
+}
+
+// TestRunner_deliveryLimitSweep: the advisory was lost too (here: purged);
+// the sweep at start finds the job pinned below the consumer's ack floor.
+func TestRunner_deliveryLimitSweep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{maxDeliver: 2})()
+	e.publishJob(newJob(wechat.TradeTypeNative, "SWEEP001"))
+	e.exhaust(2)
+	e.publishJob(newJob(wechat.TradeTypeNative, "SWEEP002")) // acked above the stuck one
+	s, err := e.js.Stream(t.Context(), pipeline.AdvisoryStream(events.StreamJobs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	if err := s.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(workerOpts{maxDeliver: 2, sweepMinAge: time.Millisecond})
+	o := e.waitFor(20*time.Second, "both orders settled", func(o outcomes) bool {
+		return len(o.failed["SWEEP001"]) == 1 && len(o.created["SWEEP002"]) == 1
+	})
+	if f := o.failed["SWEEP001"][0]; f.Code != events.CodeOrderNotCreated {
+		t.Errorf("SWEEP001 failure = %+v, want ORDER_NOT_CREATED", f)
+	}
+	e.waitJobsEmpty()
+}
+
+func (e *env) waitJobsEmpty() {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), events.StreamJobs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
 	for {
-		info, err := s.Info(t.Context())
+		info, err := s.Info(e.t.Context())
 		if err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
 		if info.State.Msgs == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("jobs stream holds %d jobs, want the dead-lettered one removed", info.State.Msgs)
+			e.t.Fatalf("jobs stream holds %d jobs, want every job settled and removed", info.State.Msgs)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

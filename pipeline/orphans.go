@@ -177,6 +177,9 @@ func (r *Runner) settleRaw(ctx context.Context, stream jetstream.Stream, raw *je
 // ack floor cannot be waiting for a delivery: the whole redelivery schedule
 // plus an AckWait for each delivery.
 func (r *Runner) horizon() time.Duration {
+	if r.cfg.SweepMinAge > 0 {
+		return r.cfg.SweepMinAge
+	}
 	p := r.cfg.Processor
 	var h time.Duration
 	for n := 1; n < p.MaxDeliver(); n++ {

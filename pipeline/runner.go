@@ -101,6 +101,10 @@ type RunnerConfig struct {
 	// limit that no advisory reported (see orphans.go); it also sweeps at
 	// start. Defaults to SweepIntervalDefault.
 	SweepInterval time.Duration
+	// SweepMinAge is the age past which a stored job below the consumer's
+	// ack floor is taken for one at the delivery limit. Defaults to the
+	// whole redelivery schedule plus an AckWait per delivery and a minute.
+	SweepMinAge time.Duration
 	// Metrics records ack failures. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
@@ -222,6 +226,9 @@ func (r *Runner) Setup(ctx context.Context) (jetstream.Consumer, error) {
 func (r *Runner) Run(ctx context.Context) error {
 	cons, err := r.Setup(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	if err := r.checkPayload(); err != nil {
