@@ -58,6 +58,7 @@ var settings = []setting{
 	{"IDEMPOTENCY_LEASE", "30s", "claim lease of one delivery's WeChat Pay calls"},
 	{"IDEMPOTENCY_OUTCOME_TTL", "24h", "how long an outcome answers duplicates"},
 	{"IDEMPOTENCY_KV_BUCKET", idempotency.KVBucketDefault, "KV bucket (kv backend)"},
+	{"IDEMPOTENCY_ALLOW_VOLATILE", "false", "run with a store that keeps nothing across a restart (refused otherwise)"},
 	{"REDIS_ADDRS", "", "Redis host:port list (redis backend; several = Cluster seeds, or Sentinels with REDIS_MASTER_NAME)"},
 	{"REDIS_MASTER_NAME", "", "Sentinel primary name"},
 	{"REDIS_USERNAME", "", "Redis ACL user"},
@@ -110,12 +111,14 @@ type config struct {
 	ShutdownGrace            time.Duration
 	MaxJobBytes              int
 
-	Backend     string
-	Lease       time.Duration
-	OutcomeTTL  time.Duration
-	KVBucket    string
-	Redis       idempotency.RedisClientConfig
-	RedisPrefix string
+	Backend    string
+	Lease      time.Duration
+	OutcomeTTL time.Duration
+	// AllowVolatileStore runs the worker on a store without persistence.
+	AllowVolatileStore bool
+	KVBucket           string
+	Redis              idempotency.RedisClientConfig
+	RedisPrefix        string
 
 	WeChatBaseURL     string
 	Flavour           wechat.Flavour
@@ -257,18 +260,19 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxAttempts:     l.integer("RETRY_MAX_ATTEMPTS", 1, 100),
 			MaxElapsed:      l.duration("RETRY_MAX_ELAPSED"),
 		},
-		InFlight:          l.integer("WORKER_IN_FLIGHT", 1, 10_000),
-		JobTimeout:        l.duration("JOB_TIMEOUT"),
-		ShutdownGrace:     l.duration("SHUTDOWN_GRACE"),
-		MaxJobBytes:       l.integer("MAX_JOB_BYTES", 1024, 64<<20),
-		Backend:           l.str("IDEMPOTENCY_BACKEND"),
-		Lease:             l.duration("IDEMPOTENCY_LEASE"),
-		OutcomeTTL:        l.duration("IDEMPOTENCY_OUTCOME_TTL"),
-		KVBucket:          l.str("IDEMPOTENCY_KV_BUCKET"),
-		RedisPrefix:       l.str("REDIS_KEY_PREFIX"),
-		WeChatBaseURL:     l.str("WECHAT_BASE_URL"),
-		WeChatCallTimeout: l.duration("WECHAT_CALL_TIMEOUT"),
-		AdminAddr:         l.str("ADMIN_ADDR"),
+		InFlight:           l.integer("WORKER_IN_FLIGHT", 1, 10_000),
+		JobTimeout:         l.duration("JOB_TIMEOUT"),
+		ShutdownGrace:      l.duration("SHUTDOWN_GRACE"),
+		MaxJobBytes:        l.integer("MAX_JOB_BYTES", 1024, 64<<20),
+		Backend:            l.str("IDEMPOTENCY_BACKEND"),
+		Lease:              l.duration("IDEMPOTENCY_LEASE"),
+		OutcomeTTL:         l.duration("IDEMPOTENCY_OUTCOME_TTL"),
+		AllowVolatileStore: l.boolean("IDEMPOTENCY_ALLOW_VOLATILE"),
+		KVBucket:           l.str("IDEMPOTENCY_KV_BUCKET"),
+		RedisPrefix:        l.str("REDIS_KEY_PREFIX"),
+		WeChatBaseURL:      l.str("WECHAT_BASE_URL"),
+		WeChatCallTimeout:  l.duration("WECHAT_CALL_TIMEOUT"),
+		AdminAddr:          l.str("ADMIN_ADDR"),
 	}
 	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
 		l.fail("NATS_TLS_CERT_FILE", "and NATS_TLS_KEY_FILE must be set together")
@@ -286,6 +290,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if need := c.Retry.MaxElapsed + c.WeChatCallTimeout + c.Retry.MaxInterval; c.Lease > 0 && c.Lease < need {
 		l.fail("IDEMPOTENCY_LEASE", "%s must cover RETRY_MAX_ELAPSED + WECHAT_CALL_TIMEOUT + RETRY_MAX_INTERVAL = %s", c.Lease, need)
+	}
+	if c.OutcomeTTL > 0 && c.OutcomeTTL < c.JobsMaxAge {
+		l.fail("IDEMPOTENCY_OUTCOME_TTL", "%s is shorter than JOBS_MAX_AGE %s: a job may outlive its order's record", c.OutcomeTTL, c.JobsMaxAge)
 	}
 	if len(c.ConsumerBackOff) > c.MaxDeliver && c.MaxDeliver > 0 {
 		l.fail("CONSUMER_BACKOFF", "has %d values, more than MAX_DELIVER %d", len(c.ConsumerBackOff), c.MaxDeliver)

@@ -114,6 +114,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer closeStore()
+	if err := checkDurability(ctx, store, cfg.AllowVolatileStore, log); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -241,6 +244,36 @@ func openStore(ctx context.Context, cfg config, js jetstream.JetStream) (idempot
 		return nil, nil, err
 	}
 	return st, func() { _ = rc.Close() }, nil
+}
+
+// checkDurability refuses a store that keeps nothing across a restart,
+// unless the operator opted in: the outcomes stay true (a job whose record
+// is gone asks WeChat Pay), but every restart then costs WeChat Pay calls
+// and opens a window in which two workers can race on one order.
+func checkDurability(ctx context.Context, store idempotency.Store, allowVolatile bool, log *slog.Logger) error {
+	ds, ok := store.(interface {
+		Durability(context.Context) (idempotency.Durability, error)
+	})
+	if !ok {
+		return nil
+	}
+	d, err := ds.Durability(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("idempotency store: %w", err)
+	case !d.Verified:
+		log.Warn("cannot tell whether the idempotency store keeps its records across a restart; it must (Redis: appendonly yes or RDB snapshots; KV: file storage)",
+			slog.String("detail", d.Detail))
+	case d.Persistent:
+		log.Info("idempotency store keeps its records across restarts", slog.String("detail", d.Detail))
+	case !allowVolatile:
+		return fmt.Errorf("idempotency store keeps nothing across a restart (%s): every restart forgets every order's outcome, so duplicates cost WeChat Pay calls and workers can race on an order; "+
+			"enable persistence (Redis: appendonly yes; KV: STREAM_STORAGE=file), or set IDEMPOTENCY_ALLOW_VOLATILE=true to run anyway", d.Detail)
+	default:
+		log.Warn("RISK: the idempotency store keeps nothing across a restart (IDEMPOTENCY_ALLOW_VOLATILE=true): after a restart every duplicate asks WeChat Pay, and two workers can race on one order",
+			slog.String("detail", d.Detail))
+	}
+	return nil
 }
 
 type adminServer struct {

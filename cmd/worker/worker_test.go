@@ -91,7 +91,7 @@ func TestWorker_killedMidCall(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ns, rs := testenv.StartNATS(t), testenv.StartRedis(t)
+	ns, rs := testenv.StartNATS(t), testenv.StartRedisWith(t, "--appendonly", "yes")
 	p, err := wechatsim.GeneratePlatform(wechatsim.KeyBitsDefault)
 	if err != nil {
 		t.Fatal(err)
@@ -291,4 +291,40 @@ func grep(s, sub string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestWorker_refusesVolatileStore: a Redis that keeps nothing across a
+// restart is refused, naming the risk and the opt-in; with the opt-in the
+// worker starts and says RISK in its log.
+func TestWorker_refusesVolatileStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the worker binary")
+	}
+	bin := filepath.Join(t.TempDir(), "worker")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ns, rs := testenv.StartNATS(t), testenv.StartRedis(t) // --save "" --appendonly no
+	p, err := wechatsim.GeneratePlatform(wechatsim.KeyBitsDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m, err := wechatsim.GenerateMerchant(p, "1900000109", "wxd678efh567hg6787")
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ := []string{
+		"NATS_URL=" + ns.URL, "REDIS_ADDRS=" + rs.Addr, "WECHAT_FLAVOUR=merchant", "WECHAT_MERCHANTS=1900000109",
+		"WECHAT_MERCHANT_DIR=" + writeMerchantDir(t, p, m), "ADMIN_ADDR=127.0.0.1:0", "PATH=" + os.Getenv("PATH"),
+	}
+	cmd := exec.Command(bin) //nolint:gosec // the binary built above
+	cmd.Env = environ
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "keeps nothing across a restart") || !strings.Contains(string(out), "IDEMPOTENCY_ALLOW_VOLATILE") {
+		t.Fatalf("worker on a volatile Redis: %v\n%s\nwant a refusal naming the risk and the opt-in", err, out)
+	}
+	w := startProc(t, bin, append(environ[:len(environ)-2], "IDEMPOTENCY_ALLOW_VOLATILE=true", "PATH="+os.Getenv("PATH"))) // ready
+	if !strings.Contains(w.out.String(), "RISK") {
+		t.Errorf("worker log has no RISK warning:\n%s", w.out.String())
+	}
 }

@@ -371,6 +371,8 @@ func (s *Stack) workerEnv(adminAddr string, extra map[string]string) map[string]
 	}
 	if s.Backend == "redis" {
 		env["REDIS_ADDRS"] = s.RedisAddrs
+		// A throwaway stack's Redis keeps nothing across restarts.
+		env["IDEMPOTENCY_ALLOW_VOLATILE"] = "true"
 	}
 	for k, v := range s.cfg.WorkerEnv {
 		env[k] = v
