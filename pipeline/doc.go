@@ -14,34 +14,42 @@
 // # One delivery
 //
 //  1. Decode strictly (events.DecodeJob) and validate (wechat.Validate). A
-//     malformed, oversized, wrong-version or invalid job gets a prepay.failed
-//     event when its combine_mchid and combine_out_trade_no can be read, a
-//     dead letter, and Term. The worker keeps going.
+//     malformed, wrong-version or invalid job gets a prepay.failed event
+//     with Final false (under the job's own id, never the order's outcome
+//     id) when its combine_mchid and combine_out_trade_no can be read, a
+//     dead letter, and Term. A job over MAX_JOB_BYTES never gets here: the
+//     jobs stream refuses it at publish time.
 //  2. Claim (combine_mchid, combine_out_trade_no) with the fingerprint of
 //     trade type + request body. done: republish the stored outcome
 //     unchanged and Ack, with no WeChat Pay call. in flight: NakWithDelay
-//     (the lease's remaining time). conflict: a prepay.failed
-//     ORDER_NUMBER_CONFLICT event and Ack. Store down: NakWithDelay
-//     (Config.StoreRetryDelay), no WeChat Pay call, and StoreErr reports
-//     it, so readiness goes false.
-//  3. Create, retrying in process only SYSTEMERROR, BANKERROR,
-//     FREQUENCY_LIMITED (and 429) and unknown outcomes — timeouts,
-//     transport errors, 5xx without a code — always with the same body, so
-//     WeChat Pay answers the same prepay_id. The calls end before the lease.
+//     (the lease's remaining time; on the last delivery Hold instead).
+//     conflict: a dead letter "conflict", nothing published for the order.
+//     Store down: Hold — the message is kept with InProgress, no delivery
+//     is spent, no WeChat Pay call is made, the Runner pulls nothing new and
+//     StoreErr reports it (readiness goes false) until the store answers.
+//  3. Create, retrying in process every 5xx but OPENID_MISMATCH and
+//     INVALID_TRANSACTIONID, every 429 and unknown outcomes — timeouts,
+//     transport errors, unverifiable answers — always with the same body,
+//     so WeChat Pay answers the same prepay_id. The calls end before the
+//     lease.
 //  4. Success: sign the client pay parameters (jsapi, miniprogram, app),
-//     store the prepay.created event as the outcome, publish it, Ack. A
-//     crash anywhere before the Ack leads to a redelivery that finds the
-//     stored outcome (or, before it was stored, a create with the same body
-//     and therefore the same prepay_id).
-//  5. Non-retryable WeChat Pay error: the prepay.failed event is stored as
-//     the outcome (duplicates get the same failure), published and
-//     dead-lettered (reason "rejected"); Term.
+//     store the prepay.created event as the order's outcome (outcome.go),
+//     publish it, Ack.
+//  5. A final WeChat Pay refusal is stored as the order's outcome (Final
+//     true), published and dead-lettered ("rejected"); Term. An error an
+//     operator fixes (wechat.OperatorError) is not stored: the claim is
+//     released, a Final false failure and a dead letter "configuration"
+//     are published, so a replay after the fix calls WeChat Pay again. A
+//     create answer that says the number is used, closed or paid — which
+//     the record would have explained, had it not been lost — asks WeChat
+//     Pay (truth.go).
 //  6. Retryable errors after the in-process budget: release the claim and
 //     NakWithDelay, so JetStream redelivers later, maybe to another worker.
-//     The delivery that reaches MaxDeliver instead publishes a
-//     RETRIES_EXHAUSTED prepay.failed event and a dead letter
-//     ("max_deliveries"), and Terms. A job whose last delivery died with
-//     its worker is dead-lettered from JetStream's MAX_DELIVERIES advisory.
+//     The delivery that reaches MaxDeliver asks WeChat Pay instead: query,
+//     then recover the prepay_id with the identical body, close the order,
+//     or publish its payment (truth.go). A job that reached the limit
+//     without an outcome (its worker died) is settled the same way from
+//     the captured MAX_DELIVERIES advisory or the sweep (orphans.go).
 //
 // # Retry schedule
 //
@@ -69,7 +77,7 @@
 //	7         5m                      8m52s
 //	8         5m                      13m52s
 //	9         5m                      18m52s
-//	10        — dead letter "max_deliveries", prepay.failed RETRIES_EXHAUSTED
+//	10        — ask WeChat Pay (truth.go)
 //
 // Up to 40 create calls in about 19 minutes, every one with the same body.
 // A delivery's calls and delays stop at MaxElapsed, and always one second
