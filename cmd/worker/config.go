@@ -291,9 +291,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if need := c.Retry.MaxElapsed + c.WeChatCallTimeout + c.Retry.MaxInterval; c.Lease > 0 && c.Lease < need {
 		l.fail("IDEMPOTENCY_LEASE", "%s must cover RETRY_MAX_ELAPSED + WECHAT_CALL_TIMEOUT + RETRY_MAX_INTERVAL = %s", c.Lease, need)
 	}
-	if c.OutcomeTTL > 0 && c.OutcomeTTL < c.JobsMaxAge {
-		l.fail("IDEMPOTENCY_OUTCOME_TTL", "%s is shorter than JOBS_MAX_AGE %s: a job may outlive its order's record", c.OutcomeTTL, c.JobsMaxAge)
-	}
 	if len(c.ConsumerBackOff) > c.MaxDeliver && c.MaxDeliver > 0 {
 		l.fail("CONSUMER_BACKOFF", "has %d values, more than MAX_DELIVER %d", len(c.ConsumerBackOff), c.MaxDeliver)
 	}

@@ -117,6 +117,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err := checkDurability(ctx, store, cfg.AllowVolatileStore, log); err != nil {
 		return err
 	}
+	if cfg.OutcomeTTL < cfg.JobsMaxAge {
+		log.Warn("IDEMPOTENCY_OUTCOME_TTL is shorter than JOBS_MAX_AGE: a job can outlive its order's record, and each such job asks WeChat Pay for the order's state",
+			slog.Duration("outcome_ttl", cfg.OutcomeTTL), slog.Duration("jobs_max_age", cfg.JobsMaxAge))
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
