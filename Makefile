@@ -19,12 +19,27 @@ build: ## Build every command into ./bin.
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+# The tests start their own redis-server; without it they fail rather than
+# skip, so that a green run never hides tests that did not run.
+# TESTENV_SKIP_MISSING=1 skips them instead, on purpose.
+.PHONY: test/servers
+test/servers:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$${TESTENV_SKIP_MISSING:-}" = 1 ]; then \
+	    echo "test: redis-server is not installed; TESTENV_SKIP_MISSING=1, so the tests that need it are SKIPPED"; \
+	  else \
+	    echo "test: redis-server is not installed; the tests need it. Install it (apt-get install redis-server)," >&2; \
+	    echo "      or run TESTENV_SKIP_MISSING=1 make test to skip the tests that need it." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 .PHONY: test
-test: ## Run every test with the race detector (starts its own redis-server and NATS).
+test: test/servers ## Run every test with the race detector (starts its own redis-server and NATS).
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test/race
-test/race: ## Run every test three times in shuffled order with the race detector, to shake out flakes.
+test/race: test/servers ## Run every test three times in shuffled order with the race detector, to shake out flakes.
 	$(GO) test -race -count=3 -shuffle=on $(PKGS)
 
 .PHONY: fuzz
