@@ -22,6 +22,13 @@ const (
 	InvWarrantedCreates = "creates_only_when_warranted"
 	InvCreateAccounting = "create_accounting_matches"
 	InvOnePayment       = "one_payment_per_paid_order"
+	InvPrepayIssued     = "prepay_id_issued_by_wechat"
+	InvNoFalseFailure   = "no_failure_for_a_created_order"
+	InvTrueOutcome      = "one_true_outcome_per_order"
+	InvPaymentMatches   = "payment_matches_wechat"
+	InvDeadLetters      = "dead_letters_per_order"
+	InvEventsDecode     = "events_decode"
+	InvJobsEnd          = "every_accepted_job_ends"
 	InvLoadgen          = "loadgen_checks"
 	InvNoUnexpectedExit = "no_unexpected_exits"
 	InvNoSecrets        = "no_secrets_in_logs"
@@ -67,20 +74,50 @@ type Outage struct {
 	Up     time.Time `json:"up"`
 }
 
+// DeadLetterRecord is one stored dead letter of an order.
+type DeadLetterRecord struct {
+	Reason events.Reason `json:"reason"`
+	// StreamSequence is the dead-lettered job's sequence in the jobs stream.
+	StreamSequence uint64 `json:"stream_sequence"`
+}
+
+// Undecodable is a stored message that did not decode strictly into the
+// type of its subject.
+type Undecodable struct {
+	Stream   string `json:"stream"`
+	Subject  string `json:"subject"`
+	Sequence uint64 `json:"sequence"`
+	Error    string `json:"error"`
+}
+
+// StrandedJob is a job still in the jobs stream when the run ended: JetStream
+// accepted it and it ended in neither an acknowledgement nor a termination.
+type StrandedJob struct {
+	Order    loadgen.OrderKey `json:"order"`
+	Sequence uint64           `json:"sequence"`
+	Bytes    int              `json:"bytes"`
+}
+
 // Evidence is everything the checks read.
 type Evidence struct {
-	// Keys are the distinct orders the load generator published.
+	// Keys are the distinct orders the run published (the load
+	// generator's and the harness's own).
 	Keys []loadgen.OrderKey
 	// PublishErrors counts jobs the load generator could not publish.
 	PublishErrors int
-	// Outcomes, DeadLetters and Payments are the stored events per order;
-	// Payments holds the combine_transaction_id of each raw event.
+	// Outcomes, DeadLetters and Payments are the stored events per order.
 	Outcomes    map[loadgen.OrderKey][]OutcomeEvent
-	DeadLetters map[loadgen.OrderKey][]events.Reason
-	Payments    map[loadgen.OrderKey][]string
+	DeadLetters map[loadgen.OrderKey][]DeadLetterRecord
+	Payments    map[loadgen.OrderKey][]events.PaymentSucceeded
 	// UnkeyedDeadLetters counts dead letters naming no order.
 	UnkeyedDeadLetters int
-	// Sim is the simulator's view of each order it saw.
+	// Undecodable lists stored events and dead letters that did not decode.
+	Undecodable []Undecodable
+	// Stranded lists the jobs left in the jobs stream after the run.
+	Stranded []StrandedJob
+	// Sim is WeChat Pay's record (the simulator's) of each order it saw:
+	// the answers it gave to creates (every prepay_id it issued), the order
+	// with each sub-order's trade state, transaction id and amounts.
 	Sim map[loadgen.OrderKey]wechatsim.OrderInfo
 	// Calls are the create calls the recording proxy forwarded.
 	Calls []Call
@@ -176,11 +213,19 @@ func Check(ev *Evidence) *CheckResult {
 	}
 	for _, key := range ev.Keys {
 		c.checkOutcomes(ev, key)
+		c.checkTruth(ev, key)
+		c.checkDeadLetters(ev, key)
 		c.checkPayments(ev, key)
 		c.checkCreates(ev, key, calls[key])
 	}
+	for _, u := range ev.Undecodable {
+		c.add(InvEventsDecode, loadgen.OrderKey{}, "%s message %d on %s does not decode: %s", u.Stream, u.Sequence, u.Subject, u.Error)
+	}
+	for _, j := range ev.Stranded {
+		c.add(InvJobsEnd, j.Order, "job %d (%d bytes) is still in the jobs stream: no acknowledgement, no termination", j.Sequence, j.Bytes)
+	}
 	// Events and calls for orders this run never published.
-	for _, m := range []map[loadgen.OrderKey]int{countKeys(ev.Outcomes), countKeys(ev.Payments)} {
+	for _, m := range []map[loadgen.OrderKey]int{countKeys(ev.Outcomes), countKeys(ev.Payments), countKeys(ev.DeadLetters)} {
 		for key := range m {
 			if !published[key] {
 				c.add(InvOneOutcome, key, "event for an order the load generator never published")
@@ -212,7 +257,14 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvWarrantedCreates, fmt.Sprintf("%d create calls for %d orders, %d orders created again; repeats by warrant: %s",
 		cf.Calls, cf.Orders, cf.Repeated, joinCounts(cf.Repeats)))
 	inv(InvCreateAccounting, fmt.Sprintf("proxy saw %d create calls, the simulator counted %d", cf.Calls, cf.SimCalls))
-	inv(InvOnePayment, fmt.Sprintf("%d orders paid, %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvOnePayment, fmt.Sprintf("%d orders paid (every sub-order SUCCESS at the simulator), %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvPrepayIssued, "every prepay_id, h5_url and code_url published is one the simulator answered for that order")
+	inv(InvNoFalseFailure, "no order the simulator created (and did not close) or was paid for has a failure outcome")
+	inv(InvTrueOutcome, "per order, the outcomes agree with each other and with the simulator's final state")
+	inv(InvPaymentMatches, "payment events match the simulator's transaction ids, states and amounts of every sub-order")
+	inv(InvDeadLetters, fmt.Sprintf("%d dead letters: one per job at most; one per order unless each is of an unreadable or invalid job", res.DeadLetters))
+	inv(InvEventsDecode, fmt.Sprintf("%d stored messages did not decode", len(ev.Undecodable)))
+	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream", len(ev.Stranded)))
 	return res
 }
 
@@ -261,10 +313,124 @@ func (c *checker) checkOutcomes(ev *Evidence, key loadgen.OrderKey) {
 		c.add(InvOnePrepayID, key, "the simulator answered %d different references: %v", info.DistinctSuccesses(), info.Outcomes)
 	}
 	if created && len(dls) > 0 {
-		c.add(InvOneOutcome, key, "created order was also dead-lettered (%v)", dls)
+		c.add(InvOneOutcome, key, "created order was also dead-lettered (%v)", reasons(dls))
 	}
 	if len(outs) > 0 && !outs[0].Created && isTerminalFailure(outs[0].Code) && len(dls) == 0 {
 		c.add(InvNoJobLost, key, "failed with %s but was not dead-lettered", outs[0].Code)
+	}
+}
+
+func reasons(dls []DeadLetterRecord) []events.Reason {
+	out := make([]events.Reason, len(dls))
+	for i, d := range dls {
+		out[i] = d.Reason
+	}
+	return out
+}
+
+// issued answers the references (prepay_id, h5_url or code_url) the
+// simulator answered to creates of the order.
+func issued(info wechatsim.OrderInfo) []string {
+	var refs []string
+	for k := range info.Outcomes {
+		if ref, ok := strings.CutPrefix(k, "ok:"); ok && ref != "" {
+			refs = append(refs, ref)
+		}
+	}
+	if a := info.Answer; a != nil {
+		if ref := firstNonEmpty(a.PrepayID, a.H5URL, a.CodeURL); ref != "" && !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+		}
+	}
+	slices.Sort(refs)
+	return refs
+}
+
+// simState answers the simulator's final trade state of an order: "" when
+// it never created it, else NOTPAY, SUCCESS (every sub-order paid), CLOSED,
+// or PARTIAL when the sub-orders disagree.
+func simState(info wechatsim.OrderInfo, ok bool) string {
+	if !ok || info.Order == nil || len(info.Order.SubOrders) == 0 {
+		return ""
+	}
+	st := info.Order.SubOrders[0].TradeState
+	for _, so := range info.Order.SubOrders[1:] {
+		if so.TradeState != st {
+			return "PARTIAL"
+		}
+	}
+	return st
+}
+
+// checkTruth judges an order's outcomes by WeChat Pay's record: a
+// published reference must be one the simulator issued for that order; an
+// order the simulator created and did not close, or that was paid, must have
+// no failure; the outcomes must agree with each other and with the
+// simulator's final state.
+func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
+	outs := ev.Outcomes[key]
+	if len(outs) == 0 {
+		return
+	}
+	info, ok := ev.Sim[key]
+	refs := issued(info)
+	state := simState(info, ok)
+	var created, failed []string
+	for _, o := range outs {
+		if o.Created {
+			created = append(created, o.Ref)
+			if !slices.Contains(refs, o.Ref) {
+				c.add(InvPrepayIssued, key, "published reference %q is not one the simulator issued for this order (issued: %v)", o.Ref, refs)
+			}
+			continue
+		}
+		if o.Code == events.CodeOrderNumberConflict {
+			continue // about another job reusing the number, not this order's fate
+		}
+		failed = append(failed, o.Code)
+		if state != "" && state != wechat.TradeStateClosed {
+			c.add(InvNoFalseFailure, key, "failure %s, but the simulator holds the order as %s", o.Code, state)
+		}
+	}
+	switch {
+	case len(created) > 0 && len(failed) > 0:
+		c.add(InvTrueOutcome, key, "outcomes disagree: created %v and failed %v", slices.Compact(created), slices.Compact(failed))
+	case len(slices.Compact(slices.Clone(failed))) > 1:
+		c.add(InvTrueOutcome, key, "failures disagree: %v", failed)
+	}
+	if len(created) > 0 {
+		switch state {
+		case "":
+			c.add(InvTrueOutcome, key, "prepay event, but the simulator never created the order")
+		case wechat.TradeStateClosed, "PARTIAL":
+			c.add(InvTrueOutcome, key, "prepay event, but the simulator holds the order as %s", state)
+		}
+	}
+}
+
+// perJobReasons are the dead-letter reasons about one job rather than its
+// order: each stored copy of such a job is dead-lettered on its own.
+var perJobReasons = []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonTooLarge, events.ReasonInvalid}
+
+// checkDeadLetters: a job is dead-lettered at most once, and an order at
+// most once unless every dead letter is of an unreadable or invalid job.
+func (c *checker) checkDeadLetters(ev *Evidence, key loadgen.OrderKey) {
+	dls := ev.DeadLetters[key]
+	seen := map[uint64]int{}
+	perJob := true
+	for _, d := range dls {
+		if d.StreamSequence != 0 {
+			seen[d.StreamSequence]++
+		}
+		perJob = perJob && slices.Contains(perJobReasons, d.Reason)
+	}
+	for seq, n := range seen {
+		if n > 1 {
+			c.add(InvDeadLetters, key, "job %d dead-lettered %d times", seq, n)
+		}
+	}
+	if len(dls) > 1 && !perJob {
+		c.add(InvDeadLetters, key, "order dead-lettered %d times (%v)", len(dls), reasons(dls))
 	}
 }
 
@@ -284,30 +450,73 @@ func describeOutcomes(outs []OutcomeEvent) string {
 	return strings.Join(parts, "; ")
 }
 
-// checkPayments: a paid order has exactly one payment event; an unpaid one
-// none.
+// checkPayments: a paid order (every sub-order SUCCESS at the simulator)
+// has exactly one payment event, an unpaid one none, and the event's
+// contents are the simulator's for every sub-order.
 func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
-	txns := ev.Payments[key]
-	c.res.PaymentEvents += len(txns)
-	paid := false
-	if info, ok := ev.Sim[key]; ok && simPaid(info) {
-		paid = true
+	pays := ev.Payments[key]
+	c.res.PaymentEvents += len(pays)
+	info, ok := ev.Sim[key]
+	paid := simState(info, ok) == wechat.TradeStateSuccess
+	if paid {
 		c.res.Paid++
 	}
+	var txns []string
+	for _, p := range pays {
+		txns = append(txns, p.CombineTransactionID)
+	}
 	switch {
-	case paid && len(txns) == 0:
+	case paid && len(pays) == 0:
 		c.add(InvOnePayment, key, "paid order produced no payment event")
-	case paid && len(txns) > 1:
-		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(txns), strings.Join(txns, ", "))
-	case !paid && len(txns) > 0:
-		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid")
+	case paid && len(pays) > 1:
+		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(pays), strings.Join(txns, ", "))
+	case !paid && len(pays) > 0:
+		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid (%q)", simState(info, ok))
+	}
+	if !paid {
+		return
+	}
+	for i := range pays {
+		if d := paymentMismatch(&pays[i], info.Order); d != "" {
+			c.add(InvPaymentMatches, key, "payment event %s: %s", pays[i].CombineTransactionID, d)
+		}
 	}
 }
 
-// simPaid reports whether the simulator holds the order as paid.
-func simPaid(info wechatsim.OrderInfo) bool {
-	o := info.Order
-	return o != nil && len(o.SubOrders) > 0 && o.SubOrders[0].TradeState == wechat.TradeStateSuccess
+// paymentMismatch answers how a payment event differs from the simulator's
+// paid order, or "" when it does not.
+func paymentMismatch(p *events.PaymentSucceeded, o *wechat.CombineOrder) string {
+	if o.CombineTransactionID != "" && p.CombineTransactionID != o.CombineTransactionID {
+		return fmt.Sprintf("combine_transaction_id %q, the simulator's is %q", p.CombineTransactionID, o.CombineTransactionID)
+	}
+	if len(p.SubOrders) != len(o.SubOrders) {
+		return fmt.Sprintf("%d sub-orders, the simulator's order has %d", len(p.SubOrders), len(o.SubOrders))
+	}
+	type id struct{ mch, no string }
+	want := make(map[id]wechat.OrderSubOrder, len(o.SubOrders))
+	for _, so := range o.SubOrders {
+		want[id{so.MchID, so.OutTradeNo}] = so
+	}
+	var diffs []string
+	for _, got := range p.SubOrders {
+		w, ok := want[id{got.MchID, got.OutTradeNo}]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("sub-order %s/%s is not the simulator's", got.MchID, got.OutTradeNo))
+			continue
+		}
+		delete(want, id{got.MchID, got.OutTradeNo})
+		if got.TransactionID != w.TransactionID {
+			diffs = append(diffs, fmt.Sprintf("sub-order %s transaction_id %q, the simulator's is %q", got.OutTradeNo, got.TransactionID, w.TransactionID))
+		}
+		if got.TradeState != w.TradeState {
+			diffs = append(diffs, fmt.Sprintf("sub-order %s trade_state %q, the simulator's is %q", got.OutTradeNo, got.TradeState, w.TradeState))
+		}
+		if got.Amount.TotalAmount != w.Amount.TotalAmount || got.Amount.PayerAmount != w.Amount.PayerAmount || got.Amount.Currency != w.Amount.Currency {
+			diffs = append(diffs, fmt.Sprintf("sub-order %s amount %d/%d %s, the simulator's is %d/%d %s", got.OutTradeNo,
+				got.Amount.TotalAmount, got.Amount.PayerAmount, got.Amount.Currency, w.Amount.TotalAmount, w.Amount.PayerAmount, w.Amount.Currency))
+		}
+	}
+	return strings.Join(diffs, "; ")
 }
 
 // checkCreates: every create call after an order's first is warranted by

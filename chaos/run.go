@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -353,7 +354,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	cfg.logf("load generator done: %s", lrep.Line())
 	cfg.logf("reading the event and dead-letter streams")
 	ev := &Evidence{Keys: runKeys, PublishErrors: lrep.Published.Errors, Sim: infos, Calls: c.recorder.Calls()}
-	if err := readStreams(ctx, nc, ev, lcfg.RunID); err != nil {
+	if err := readStreams(ctx, nc, ev); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -521,36 +522,53 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// readStreams reads every stored event and dead letter of the run.
-func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string) error {
+// readStreams reads every stored event and dead letter of the run. Each is
+// decoded strictly (unknown fields refused) into the type of its subject;
+// one that does not decode is recorded in ev.Undecodable, never dropped.
+func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("chaos: jetstream: %w", err)
 	}
 	ev.Outcomes = map[loadgen.OrderKey][]OutcomeEvent{}
-	ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{}
-	ev.Payments = map[loadgen.OrderKey][]string{}
+	ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{}
+	ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{}
 	s := events.Subjects{}
+	undecodable := func(stream string, m jetstream.Msg, err error) {
+		u := Undecodable{Stream: stream, Subject: m.Subject(), Error: err.Error()}
+		if md, merr := m.Metadata(); merr == nil {
+			u.Sequence = md.Sequence.Stream
+		}
+		ev.Undecodable = append(ev.Undecodable, u)
+	}
 	err = readAll(ctx, js, events.StreamEvents, func(m jetstream.Msg) {
 		switch m.Subject() {
 		case s.PrepayCreated():
 			var e events.PrepayCreated
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
 		case s.PrepayFailed():
 			var e events.PrepayFailed
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
 		case s.PaymentSucceeded():
 			var e events.PaymentSucceeded
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Payments[k] = append(ev.Payments[k], e.CombineTransactionID)
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Payments[k] = append(ev.Payments[k], e)
+		default:
+			undecodable(events.StreamEvents, m, errors.New("subject of no event type"))
 		}
 	})
 	if err != nil {
@@ -558,28 +576,47 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string)
 	}
 	return readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
 		var dl events.DeadLetter
-		if json.Unmarshal(m.Data(), &dl) != nil {
-			ev.UnkeyedDeadLetters++
+		if err := decodeStrict(m.Data(), &dl); err != nil {
+			undecodable(events.StreamDeadLetters, m, err)
 			return
 		}
 		k := loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}
 		if k.OutTradeNo == "" {
-			// Read the order from the job itself, leniently.
-			var job struct {
-				Request struct {
-					MchID      string `json:"combine_mchid"`
-					OutTradeNo string `json:"combine_out_trade_no"`
-				} `json:"request"`
-			}
-			_ = json.Unmarshal(dl.OriginalData, &job)
-			k = loadgen.OrderKey{MchID: job.Request.MchID, OutTradeNo: job.Request.OutTradeNo}
+			k = jobKey(dl.OriginalData)
 		}
 		if k.OutTradeNo == "" {
 			ev.UnkeyedDeadLetters++
 			return
 		}
-		ev.DeadLetters[k] = append(ev.DeadLetters[k], dl.Reason)
+		ev.DeadLetters[k] = append(ev.DeadLetters[k], DeadLetterRecord{Reason: dl.Reason, StreamSequence: dl.StreamSequence})
 	})
+}
+
+// jobKey reads the order of a job body leniently, as a malformed job may
+// still name it.
+func jobKey(data []byte) loadgen.OrderKey {
+	var job struct {
+		Request struct {
+			MchID      string `json:"combine_mchid"`
+			OutTradeNo string `json:"combine_out_trade_no"`
+		} `json:"request"`
+	}
+	_ = json.Unmarshal(data, &job)
+	return loadgen.OrderKey{MchID: job.Request.MchID, OutTradeNo: job.Request.OutTradeNo}
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields and
+// trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // readAll hands every message of a stream to f, in order.
