@@ -328,40 +328,6 @@ func reasons(dls []DeadLetterRecord) []events.Reason {
 	return out
 }
 
-// issued answers the references (prepay_id, h5_url or code_url) the
-// simulator answered to creates of the order.
-func issued(info wechatsim.OrderInfo) []string {
-	var refs []string
-	for k := range info.Outcomes {
-		if ref, ok := strings.CutPrefix(k, "ok:"); ok && ref != "" {
-			refs = append(refs, ref)
-		}
-	}
-	if a := info.Answer; a != nil {
-		if ref := firstNonEmpty(a.PrepayID, a.H5URL, a.CodeURL); ref != "" && !slices.Contains(refs, ref) {
-			refs = append(refs, ref)
-		}
-	}
-	slices.Sort(refs)
-	return refs
-}
-
-// simState answers the simulator's final trade state of an order: "" when
-// it never created it, else NOTPAY, SUCCESS (every sub-order paid), CLOSED,
-// or PARTIAL when the sub-orders disagree.
-func simState(info wechatsim.OrderInfo, ok bool) string {
-	if !ok || info.Order == nil || len(info.Order.SubOrders) == 0 {
-		return ""
-	}
-	st := info.Order.SubOrders[0].TradeState
-	for _, so := range info.Order.SubOrders[1:] {
-		if so.TradeState != st {
-			return "PARTIAL"
-		}
-	}
-	return st
-}
-
 // checkTruth judges an order's outcomes by WeChat Pay's record: a
 // published reference must be one the simulator issued for that order; an
 // order the simulator created and did not close, or that was paid, must have
@@ -373,8 +339,8 @@ func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
 		return
 	}
 	info, ok := ev.Sim[key]
-	refs := issued(info)
-	state := simState(info, ok)
+	refs := loadgen.IssuedRefs(info)
+	state := loadgen.SimState(info, ok)
 	var created, failed []string
 	for _, o := range outs {
 		if o.Created {
@@ -402,7 +368,7 @@ func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
 		switch state {
 		case "":
 			c.add(InvTrueOutcome, key, "prepay event, but the simulator never created the order")
-		case wechat.TradeStateClosed, "PARTIAL":
+		case wechat.TradeStateClosed, loadgen.StatePartial:
 			c.add(InvTrueOutcome, key, "prepay event, but the simulator holds the order as %s", state)
 		}
 	}
@@ -457,7 +423,7 @@ func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
 	pays := ev.Payments[key]
 	c.res.PaymentEvents += len(pays)
 	info, ok := ev.Sim[key]
-	paid := simState(info, ok) == wechat.TradeStateSuccess
+	paid := loadgen.SimState(info, ok) == wechat.TradeStateSuccess
 	if paid {
 		c.res.Paid++
 	}
@@ -471,52 +437,16 @@ func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
 	case paid && len(pays) > 1:
 		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(pays), strings.Join(txns, ", "))
 	case !paid && len(pays) > 0:
-		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid (%q)", simState(info, ok))
+		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid (%q)", loadgen.SimState(info, ok))
 	}
 	if !paid {
 		return
 	}
 	for i := range pays {
-		if d := paymentMismatch(&pays[i], info.Order); d != "" {
+		if d := loadgen.PaymentMismatch(&pays[i], info.Order); d != "" {
 			c.add(InvPaymentMatches, key, "payment event %s: %s", pays[i].CombineTransactionID, d)
 		}
 	}
-}
-
-// paymentMismatch answers how a payment event differs from the simulator's
-// paid order, or "" when it does not.
-func paymentMismatch(p *events.PaymentSucceeded, o *wechat.CombineOrder) string {
-	if o.CombineTransactionID != "" && p.CombineTransactionID != o.CombineTransactionID {
-		return fmt.Sprintf("combine_transaction_id %q, the simulator's is %q", p.CombineTransactionID, o.CombineTransactionID)
-	}
-	if len(p.SubOrders) != len(o.SubOrders) {
-		return fmt.Sprintf("%d sub-orders, the simulator's order has %d", len(p.SubOrders), len(o.SubOrders))
-	}
-	type id struct{ mch, no string }
-	want := make(map[id]wechat.OrderSubOrder, len(o.SubOrders))
-	for _, so := range o.SubOrders {
-		want[id{so.MchID, so.OutTradeNo}] = so
-	}
-	var diffs []string
-	for _, got := range p.SubOrders {
-		w, ok := want[id{got.MchID, got.OutTradeNo}]
-		if !ok {
-			diffs = append(diffs, fmt.Sprintf("sub-order %s/%s is not the simulator's", got.MchID, got.OutTradeNo))
-			continue
-		}
-		delete(want, id{got.MchID, got.OutTradeNo})
-		if got.TransactionID != w.TransactionID {
-			diffs = append(diffs, fmt.Sprintf("sub-order %s transaction_id %q, the simulator's is %q", got.OutTradeNo, got.TransactionID, w.TransactionID))
-		}
-		if got.TradeState != w.TradeState {
-			diffs = append(diffs, fmt.Sprintf("sub-order %s trade_state %q, the simulator's is %q", got.OutTradeNo, got.TradeState, w.TradeState))
-		}
-		if got.Amount.TotalAmount != w.Amount.TotalAmount || got.Amount.PayerAmount != w.Amount.PayerAmount || got.Amount.Currency != w.Amount.Currency {
-			diffs = append(diffs, fmt.Sprintf("sub-order %s amount %d/%d %s, the simulator's is %d/%d %s", got.OutTradeNo,
-				got.Amount.TotalAmount, got.Amount.PayerAmount, got.Amount.Currency, w.Amount.TotalAmount, w.Amount.PayerAmount, w.Amount.Currency))
-		}
-	}
-	return strings.Join(diffs, "; ")
 }
 
 // checkCreates: every create call after an order's first is warranted by

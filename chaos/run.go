@@ -293,16 +293,12 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		InvalidShare: cfg.InvalidShare, MalformedShare: cfg.MalformedShare, PayShare: cfg.PayShare,
 		PayFunc: sim.Pay, RunID: fmt.Sprintf("CH%08d", rng.Uint64()%100_000_000), Seed: lgSeed,
 		Wait: 5 * time.Minute, Linger: 2 * time.Second, StreamWait: 30 * time.Second,
-		CreateCountsFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]int, error) {
+		RecordFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]wechatsim.OrderInfo, error) {
 			got, err := sim.Orders(ctx, keys)
 			keysMu.Lock()
 			runKeys, infos, simErr = keys, got, err
 			keysMu.Unlock()
-			counts := make(map[loadgen.OrderKey]int, len(got))
-			for k, v := range got {
-				counts[k] = v.CreateCalls
-			}
-			return counts, err
+			return got, err
 		},
 		ProgressFunc: func(p loadgen.Progress) {
 			progress.Store(&p)
