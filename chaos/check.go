@@ -29,6 +29,8 @@ const (
 	InvDeadLetters      = "dead_letters_per_order"
 	InvEventsDecode     = "events_decode"
 	InvJobsEnd          = "every_accepted_job_ends"
+	InvNoRetryableFail  = "no_failure_for_a_retryable_answer"
+	InvReplayReaches    = "replay_after_the_fix_reaches_wechat"
 	InvLoadgen          = "loadgen_checks"
 	InvNoUnexpectedExit = "no_unexpected_exits"
 	InvNoSecrets        = "no_secrets_in_logs"
@@ -51,6 +53,11 @@ const (
 	// WarrantStoreOutage: the previous call was answered 2xx while the
 	// idempotency store was down, so the outcome could not be stored.
 	WarrantStoreOutage = "store_outage"
+	// WarrantOperatorFix: the previous call was refused for a cause an
+	// operator fixes (401 SIGN_ERROR of a skewed clock, NOAUTH, an unknown
+	// merchant): WeChat Pay did nothing, and the job may come back once the
+	// cause is fixed.
+	WarrantOperatorFix = "operator_fix"
 	// Unwarranted: none of the above; a violation.
 	Unwarranted = "unwarranted"
 )
@@ -125,6 +132,12 @@ type Evidence struct {
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
 	Exits map[string]time.Time
+	// SkewWindows are the periods the workers' clock was skewed; Replays the
+	// dead letters replayed with cmd/deadletter after each.
+	SkewWindows []SkewWindow
+	Replays     []Replay
+	// HarnessErrors lists faults the harness could not inject as planned.
+	HarnessErrors []string
 }
 
 // Violation is one broken invariant for one order.
@@ -221,6 +234,9 @@ func Check(ev *Evidence) *CheckResult {
 	for _, u := range ev.Undecodable {
 		c.add(InvEventsDecode, loadgen.OrderKey{}, "%s message %d on %s does not decode: %s", u.Stream, u.Sequence, u.Subject, u.Error)
 	}
+	for _, r := range ev.Replays {
+		c.checkReplay(r, calls[r.Order])
+	}
 	for _, j := range ev.Stranded {
 		c.add(InvJobsEnd, j.Order, "job %d (%d bytes) is still in the jobs stream: no acknowledgement, no termination", j.Sequence, j.Bytes)
 	}
@@ -265,6 +281,8 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvDeadLetters, fmt.Sprintf("%d dead letters: one per job at most; one per order unless each is of an unreadable or invalid job", res.DeadLetters))
 	inv(InvEventsDecode, fmt.Sprintf("%d stored messages did not decode", len(ev.Undecodable)))
 	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream", len(ev.Stranded)))
+	inv(InvNoRetryableFail, "no failure outcome carries a code WeChat Pay says to retry (5xx, 429, SYSTEMERROR, SERVICE_UNAVAILABLE…)")
+	inv(InvReplayReaches, fmt.Sprintf("%d dead letters replayed after the clock was fixed; each must reach WeChat Pay again", len(ev.Replays)))
 	return res
 }
 
@@ -354,6 +372,9 @@ func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
 			continue // about another job reusing the number, not this order's fate
 		}
 		failed = append(failed, o.Code)
+		if retryableCode(o.Code) {
+			c.add(InvNoRetryableFail, key, "failure %s is an answer WeChat Pay says to retry", o.Code)
+		}
 		if state != "" && state != wechat.TradeStateClosed {
 			c.add(InvNoFalseFailure, key, "failure %s, but the simulator holds the order as %s", o.Code, state)
 		}
@@ -372,6 +393,33 @@ func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
 			c.add(InvTrueOutcome, key, "prepay event, but the simulator holds the order as %s", state)
 		}
 	}
+}
+
+// retryableCodes are failure codes of answers WeChat Pay documents as
+// "retry with the same parameters": every 5xx (SYSTEMERROR in both
+// spellings, BANKERROR, SERVICE_UNAVAILABLE) and 429 FREQUENCY_LIMITED. A
+// job that keeps getting them ends RETRIES_EXHAUSTED, never with their code.
+var retryableCodes = []string{"SYSTEMERROR", "SYSTEM_ERROR", "BANKERROR", "FREQUENCY_LIMITED", "SERVICE_UNAVAILABLE", "BAD_GATEWAY", "HTTP_502", "HTTP_503"}
+
+func retryableCode(code string) bool { return slices.Contains(retryableCodes, code) }
+
+// operatorCodes are refusals an operator fixes; WeChat Pay did nothing.
+var operatorCodes = []string{"SIGN_ERROR", "NOAUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH"}
+
+// checkReplay: a dead letter replayed after its cause was fixed reaches
+// WeChat Pay again (a create after the replay, not skewed), rather than
+// getting the stale failure back.
+func (c *checker) checkReplay(r Replay, calls []Call) {
+	if r.Error != "" {
+		c.add(InvReplayReaches, r.Order, "replay of dead letter %d failed: %s", r.Seq, r.Error)
+		return
+	}
+	for _, call := range calls {
+		if call.Start.After(r.At) && call.Fault != FaultClockSkew {
+			return
+		}
+	}
+	c.add(InvReplayReaches, r.Order, "dead letter %d replayed at %s after the clock was fixed, and WeChat Pay was never called again", r.Seq, r.At.Format("15:04:05.000"))
 }
 
 // perJobReasons are the dead-letter reasons about one job rather than its
@@ -461,8 +509,11 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 	}
 	cf.Calls += len(calls)
 	cf.SimCalls += simCalls
-	unanswered := 0
+	unanswered, forwarded := 0, 0
 	for _, call := range calls {
+		if call.Fault != FaultServiceUnavailable {
+			forwarded++ // the proxy's own 503 never reached the simulator
+		}
 		if call.Status == 0 {
 			unanswered++
 		} else if call.Status/100 != 2 {
@@ -471,8 +522,8 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 	}
 	// A call the proxy forwarded may have been cut off before the simulator
 	// read it, but the simulator never sees a call the proxy did not.
-	if simCalls > len(calls) || simCalls < len(calls)-unanswered {
-		c.add(InvCreateAccounting, key, "proxy forwarded %d create calls (%d unanswered), the simulator counted %d", len(calls), unanswered, simCalls)
+	if simCalls > forwarded || simCalls < forwarded-unanswered {
+		c.add(InvCreateAccounting, key, "proxy forwarded %d create calls (%d unanswered), the simulator counted %d", forwarded, unanswered, simCalls)
 	}
 	if len(calls) == 0 {
 		return
@@ -502,6 +553,8 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantNoAnswer, ""
 	case prev.Status == 429 || prev.Status >= 500:
 		return WarrantFault, ""
+	case slices.Contains(operatorCodes, prev.Code):
+		return WarrantOperatorFix, ""
 	case prev.Status/100 != 2:
 		return Unwarranted, fmt.Sprintf("the previous call was answered %d %s, which is not retryable", prev.Status, prev.Code)
 	}
