@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"cmp"
-	"maps"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -11,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -292,8 +292,8 @@ type Disruption struct {
 	// Replacement names the worker started after a kill.
 	Replacement string `json:"replacement,omitempty"`
 	// Replayed counts the dead letters replayed after a clock skew.
-	Replayed int `json:"replayed,omitempty"`
-	Error       string `json:"error,omitempty"`
+	Replayed int    `json:"replayed,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Disruption kinds.
