@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -53,6 +54,13 @@ const (
 	// WarrantStoreOutage: the previous call was answered 2xx while the
 	// idempotency store was down, so the outcome could not be stored.
 	WarrantStoreOutage = "store_outage"
+	// WarrantRecordLost: the idempotency store lost its data (restarted
+	// empty) between the previous call and this one.
+	WarrantRecordLost = "record_lost"
+	// WarrantRecordExpired: the previous call ended longer ago than the
+	// outcome's time to live (IDEMPOTENCY_OUTCOME_TTL), so its record was
+	// gone.
+	WarrantRecordExpired = "record_expired"
 	// WarrantOperatorFix: the previous call was refused for a cause an
 	// operator fixes (401 SIGN_ERROR of a skewed clock, NOAUTH, an unknown
 	// merchant): WeChat Pay did nothing, and the job may come back once the
@@ -79,6 +87,8 @@ type Outage struct {
 	Server string    `json:"server"`
 	Down   time.Time `json:"down"`
 	Up     time.Time `json:"up"`
+	// Wiped reports that the server came back without its data.
+	Wiped bool `json:"wiped,omitempty"`
 }
 
 // DeadLetterRecord is one stored dead letter of an order.
@@ -132,6 +142,8 @@ type Evidence struct {
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
 	Exits map[string]time.Time
+	// OutcomeTTL is the workers' IDEMPOTENCY_OUTCOME_TTL; 0 when unknown.
+	OutcomeTTL time.Duration
 	// SkewWindows are the periods the workers' clock was skewed; Replays the
 	// dead letters replayed with cmd/deadletter after each.
 	SkewWindows []SkewWindow
@@ -511,8 +523,10 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 	cf.SimCalls += simCalls
 	unanswered, forwarded := 0, 0
 	for _, call := range calls {
-		if call.Fault != FaultServiceUnavailable {
-			forwarded++ // the proxy's own 503 never reached the simulator
+		// The proxy's own 503 never reached the simulator, and it counts
+		// only creates that passed authentication (not a 401).
+		if call.Fault != FaultServiceUnavailable && call.Status != http.StatusUnauthorized {
+			forwarded++
 		}
 		if call.Status == 0 {
 			unanswered++
@@ -560,6 +574,14 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 	}
 	if at, ok := ev.Exits[prev.Instance]; ok && !at.Before(prev.End.Add(-time.Second)) && at.Before(cur.Start) {
 		return WarrantWorkerExit, ""
+	}
+	for _, o := range ev.Outages {
+		if o.Server == "redis" && o.Wiped && o.Down.After(prev.Start) && o.Down.Before(cur.Start) {
+			return WarrantRecordLost, ""
+		}
+	}
+	if ev.OutcomeTTL > 0 && cur.Start.Sub(prev.End) > ev.OutcomeTTL {
+		return WarrantRecordExpired, ""
 	}
 	for _, o := range ev.Outages {
 		if o.Server != "redis" {

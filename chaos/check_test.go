@@ -122,6 +122,53 @@ func TestCheck_creates(t *testing.T) {
 			Unwarranted, InvWarrantedCreates,
 		},
 		{
+			"Redis came back empty between the calls",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(20), Up: at(21), Wiped: true}}
+				return ev
+			}(),
+			WarrantRecordLost, "",
+		},
+		{
+			"the record expired between the calls",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.OutcomeTTL = 30 * time.Second
+				return ev
+			}(),
+			WarrantRecordExpired, "",
+		},
+		{
+			"the record had not expired yet",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 20, 21, 200, "wx1", true))
+				ev.OutcomeTTL = 30 * time.Second
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
+			"retry after a 401 SIGN_ERROR, once the clock is fixed",
+			func() *Evidence {
+				ev := created(Call{Order: keyA, Instance: "w1", Start: at(0), End: at(1), Status: 401, Code: "SIGN_ERROR", Delivered: true},
+					call("w1", 30, 31, 200, "wx1", true))
+				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateNotPay)}
+				return ev
+			}(),
+			WarrantOperatorFix, "",
+		},
+		{
+			"a 503 of the proxy is not counted by the simulator",
+			func() *Evidence {
+				ev := created(Call{Order: keyA, Instance: "w1", Start: at(0), End: at(1), Status: 503, Code: "SERVICE_UNAVAILABLE", Delivered: true, Fault: FaultServiceUnavailable},
+					call("w1", 2, 3, 200, "wx1", true))
+				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateNotPay)}
+				return ev
+			}(),
+			WarrantFault, "",
+		},
+		{
 			"the simulator counted a call the proxy never forwarded",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true))
@@ -265,6 +312,17 @@ func TestCheck_outcomes(t *testing.T) {
 			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}, {Reason: events.ReasonMaxDeliveries, StreamSequence: 9}}}
 		}, InvDeadLetters},
+		{"failure with a code WeChat Pay says to retry", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "SERVICE_UNAVAILABLE"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+		}, InvNoRetryableFail},
+		{"replay after the fix reaches WeChat Pay", func(ev *Evidence) {
+			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(-0.5)}}
+		}, ""},
+		{"replay after the fix gets the stale failure back", func(ev *Evidence) {
+			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(5)}}
+		}, InvReplayReaches},
 		{"an undecodable event", func(ev *Evidence) {
 			ev.Undecodable = []Undecodable{{Stream: events.StreamEvents, Subject: events.SubjectPrepayCreated, Sequence: 7, Error: "unknown field"}}
 		}, InvEventsDecode},

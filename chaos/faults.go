@@ -82,6 +82,15 @@ func (c *cluster) wipeRedis() error {
 	return nil
 }
 
+// markWiped marks the last outage as one that lost Redis's data.
+func (c *cluster) markWiped() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.outages); n > 0 {
+		c.outages[n-1].Wiped = true
+	}
+}
+
 // SkewWindow is a period during which the workers' signing clock was off.
 type SkewWindow struct {
 	From time.Time `json:"from"`

@@ -41,9 +41,13 @@ func newOwnJob(m loadgen.Merchant, no string, size int) (ownJob, error) {
 			CombineAppID: m.AppID, CombineMchID: m.MchID, CombineOutTradeNo: no, NotifyURL: m.NotifyURL,
 			TimeExpire: now.Add(2 * time.Hour).Truncate(time.Second).Format(time.RFC3339),
 			SceneInfo:  &wechat.SceneInfo{PayerClientIP: "203.0.113.9", DeviceID: "POS-CHAOS"},
+			// A combine order has at least two sub-orders.
 			SubOrders: []wechat.SubOrder{{
 				MchID: m.MchID, Attach: "chaos", OutTradeNo: no + "S0", Description: "chaos order " + no,
 				Amount: wechat.Amount{TotalAmount: 100 + int64(len(no)), Currency: wechat.CurrencyCNY},
+			}, {
+				MchID: m.MchID, Attach: "chaos", OutTradeNo: no + "S1", Description: "chaos order " + no + " part 2",
+				Amount: wechat.Amount{TotalAmount: 200, Currency: wechat.CurrencyCNY},
 			}},
 		},
 	}

@@ -523,6 +523,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	ev.Outages = slices.Clone(c.outages)
 	ev.Exits = c.exits
 	ev.Replays = slices.Clone(c.replays)
+	ev.OutcomeTTL = cfg.OutcomeTTL
 	ev.SkewWindows = slices.Clone(c.skews)
 	rep.Faults[FaultReplayed] = len(c.replays)
 	rep.UnexpectedExits = slices.Clone(c.unexpect)
@@ -656,6 +657,7 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 		case KindWipeRedis:
 			d.Target = "redis"
 			d.DownSeconds, d.Error = c.restartWith(ctx, "redis", time.Second, c.wipeRedis)
+			c.markWiped()
 			c.cfg.logf("restarted redis-server WITHOUT its data (down %.1fs)", d.DownSeconds)
 		case KindRedisOutage:
 			d.Target = "redis"
