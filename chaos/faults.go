@@ -118,9 +118,12 @@ func (c *cluster) clockSkew(ctx context.Context) (float64, int, string) {
 	c.mu.Lock()
 	c.skews = append(c.skews, w)
 	c.mu.Unlock()
-	// Jobs of the window still being retried end within a delivery.
-	sleepCtx(ctx, 5*time.Second)
-	replays, err := c.replaySignErrors(ctx, w)
+	// Jobs of the window still being retried end within a delivery. The
+	// replay is part of the fault: it goes on when the load ends meanwhile.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	sleepCtx(rctx, 5*time.Second)
+	replays, err := c.replaySignErrors(rctx, w)
 	c.mu.Lock()
 	c.replays = append(c.replays, replays...)
 	c.mu.Unlock()

@@ -222,6 +222,26 @@ func (s *RedisSentinel) MasterAddr(ctx context.Context) (string, error) {
 	return v[0] + ":" + v[1], nil
 }
 
+// WaitReplicaKnown waits until the Sentinel lists the replica, which it
+// learns from the primary's INFO (every 10s), so that it can fail over.
+func (s *RedisSentinel) WaitReplicaKnown(ctx context.Context) {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.SentinelAddr, MaxRetries: -1, DialTimeout: time.Second})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, haWait)
+	defer cancel()
+	_, port, _ := strings.Cut(s.Replica.Addr, ":")
+	for {
+		v, err := c.Do(ctx, "SENTINEL", "replicas", s.MasterName).Slice()
+		if err == nil && strings.Contains(fmt.Sprint(v), port) {
+			return
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			s.tb.Fatalf("redis sentinel: replica %s not known after %v: %v %v", s.Replica.Addr, haWait, v, err)
+		}
+	}
+}
+
 // waitInSync waits until the replica's link to the primary is up.
 func (s *RedisSentinel) waitInSync(ctx context.Context) {
 	s.tb.Helper()
