@@ -1,8 +1,11 @@
-// Command chaos runs the chaos suite (package chaos): real nats-server,
+// Command chaos runs the chaos suite (package chaos): real nats-server
+// (built from the version in go.mod unless -nats-server names one),
 // redis-server, wechatsim with faults on, three workers and the notifier,
-// fed by the load generator while workers are SIGKILLed and the servers
-// restarted; then it checks the invariants, prints them and writes
-// report.json. It exits 0 when every invariant holds, 1 on a violation and
+// fed by the load generator while workers are SIGKILLed, the servers
+// restarted, Redis wiped and kept down past the redelivery schedule, acks
+// lost, answers withheld, the clock skewed, records expired, jobs oversized
+// and creates answered 503; then it checks the invariants against WeChat
+// Pay's record (the simulator's), prints them and writes report.json. It exits 0 when every invariant holds, 1 on a violation and
 // 2 when the run could not be carried out.
 //
 //	go run ./cmd/chaos -orders 10000            # make chaos
