@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/loadgen"
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
@@ -55,7 +56,8 @@ const (
 	// idempotency store was down, so the outcome could not be stored.
 	WarrantStoreOutage = "store_outage"
 	// WarrantRecordLost: the idempotency store lost its data (restarted
-	// empty) between the previous call and this one.
+	// empty) before this call and after the claim of the previous one may
+	// have been taken (a lease before it).
 	WarrantRecordLost = "record_lost"
 	// WarrantRecordExpired: the previous call ended longer ago than the
 	// outcome's time to live (IDEMPOTENCY_OUTCOME_TTL), so its record was
@@ -576,7 +578,9 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantWorkerExit, ""
 	}
 	for _, o := range ev.Outages {
-		if o.Server == "redis" && o.Wiped && o.Down.After(prev.Start) && o.Down.Before(cur.Start) {
+		// The claim under which prev was made may predate prev by up to a
+		// lease; losing it lets another worker claim and create too.
+		if o.Server == "redis" && o.Wiped && o.Down.After(prev.Start.Add(-idempotency.LeaseDefault)) && o.Down.Before(cur.Start) {
 			return WarrantRecordLost, ""
 		}
 	}

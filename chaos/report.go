@@ -108,6 +108,18 @@ func (r *Report) finish() {
 	for k, n := range want {
 		missing += max(n-got[k], 0)
 	}
+	// A fault that is on must have hit something.
+	for kind, on := range map[string]bool{
+		FaultAcksDropped: r.Config.AckDropShare > 0, FaultWithheld: r.Config.UnknownOutcomeShare > 0,
+		FaultServiceUnavailable: r.Config.ServiceUnavailableRate > 0 && !r.Config.ServiceUnavailableFromSimulator,
+		FaultClockSkew:          r.Config.ClockSkews > 0, FaultLateAfterTTL: r.Config.LateAfterTTL > 0,
+		FaultOversizedAtLimit: r.Config.OversizedJobs > 0,
+	} {
+		if on && r.Check != nil && r.Faults[kind] == 0 {
+			missing++
+			r.HarnessErrors = append(r.HarnessErrors, "fault "+kind+" is on and hit nothing")
+		}
+	}
 	add(InvDisruptions, missing, fmt.Sprintf("%d worker kills, %d Redis and %d NATS restarts, %d Redis wipes, %d long Redis outages, %d clock skews of %d, %d, %d, %d, %d and %d planned; %d failed; %d harness errors",
 		got[KindKillWorker], got[KindRestartRedis], got[KindRestartNATS], got[KindWipeRedis], got[KindRedisOutage], got[KindClockSkew],
 		want[KindKillWorker], want[KindRestartRedis], want[KindRestartNATS], want[KindWipeRedis], want[KindRedisOutage], want[KindClockSkew], failed, len(r.HarnessErrors)))

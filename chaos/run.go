@@ -51,8 +51,8 @@ const (
 	// The faults of the order's one true outcome (see the package doc).
 	RedisWipesDefault          = 1
 	RedisOutagesDefault        = 1
-	AckDropShareDefault        = 0.005
-	UnknownOutcomeShareDefault = 0.005
+	AckDropShareDefault        = 0.01
+	UnknownOutcomeShareDefault = 0.01
 	ClockSkewsDefault          = 1
 	ClockSkewWindowDefault     = 8 * time.Second
 	ClockSkewByDefault         = -10 * time.Minute
