@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/loadgen"
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
@@ -22,6 +24,15 @@ const (
 	InvWarrantedCreates = "creates_only_when_warranted"
 	InvCreateAccounting = "create_accounting_matches"
 	InvOnePayment       = "one_payment_per_paid_order"
+	InvPrepayIssued     = "prepay_id_issued_by_wechat"
+	InvNoFalseFailure   = "no_failure_for_a_created_order"
+	InvTrueOutcome      = "one_true_outcome_per_order"
+	InvPaymentMatches   = "payment_matches_wechat"
+	InvDeadLetters      = "dead_letters_per_order"
+	InvEventsDecode     = "events_decode"
+	InvJobsEnd          = "every_accepted_job_ends"
+	InvNoRetryableFail  = "no_failure_for_a_retryable_answer"
+	InvReplayReaches    = "replay_after_the_fix_reaches_wechat"
 	InvLoadgen          = "loadgen_checks"
 	InvNoUnexpectedExit = "no_unexpected_exits"
 	InvNoSecrets        = "no_secrets_in_logs"
@@ -44,6 +55,19 @@ const (
 	// WarrantStoreOutage: the previous call was answered 2xx while the
 	// idempotency store was down, so the outcome could not be stored.
 	WarrantStoreOutage = "store_outage"
+	// WarrantRecordLost: the idempotency store lost its data (restarted
+	// empty) before this call and after the claim of the previous one may
+	// have been taken (a lease before it).
+	WarrantRecordLost = "record_lost"
+	// WarrantRecordExpired: the previous call ended longer ago than the
+	// outcome's time to live (IDEMPOTENCY_OUTCOME_TTL), so its record was
+	// gone.
+	WarrantRecordExpired = "record_expired"
+	// WarrantOperatorFix: the previous call was refused for a cause an
+	// operator fixes (401 SIGN_ERROR of a skewed clock, NOAUTH, an unknown
+	// merchant): WeChat Pay did nothing, and the job may come back once the
+	// cause is fixed.
+	WarrantOperatorFix = "operator_fix"
 	// Unwarranted: none of the above; a violation.
 	Unwarranted = "unwarranted"
 )
@@ -65,22 +89,54 @@ type Outage struct {
 	Server string    `json:"server"`
 	Down   time.Time `json:"down"`
 	Up     time.Time `json:"up"`
+	// Wiped reports that the server came back without its data.
+	Wiped bool `json:"wiped,omitempty"`
+}
+
+// DeadLetterRecord is one stored dead letter of an order.
+type DeadLetterRecord struct {
+	Reason events.Reason `json:"reason"`
+	// StreamSequence is the dead-lettered job's sequence in the jobs stream.
+	StreamSequence uint64 `json:"stream_sequence"`
+}
+
+// Undecodable is a stored message that did not decode strictly into the
+// type of its subject.
+type Undecodable struct {
+	Stream   string `json:"stream"`
+	Subject  string `json:"subject"`
+	Sequence uint64 `json:"sequence"`
+	Error    string `json:"error"`
+}
+
+// StrandedJob is a job still in the jobs stream when the run ended: JetStream
+// accepted it and it ended in neither an acknowledgement nor a termination.
+type StrandedJob struct {
+	Order    loadgen.OrderKey `json:"order"`
+	Sequence uint64           `json:"sequence"`
+	Bytes    int              `json:"bytes"`
 }
 
 // Evidence is everything the checks read.
 type Evidence struct {
-	// Keys are the distinct orders the load generator published.
+	// Keys are the distinct orders the run published (the load
+	// generator's and the harness's own).
 	Keys []loadgen.OrderKey
 	// PublishErrors counts jobs the load generator could not publish.
 	PublishErrors int
-	// Outcomes, DeadLetters and Payments are the stored events per order;
-	// Payments holds the combine_transaction_id of each raw event.
+	// Outcomes, DeadLetters and Payments are the stored events per order.
 	Outcomes    map[loadgen.OrderKey][]OutcomeEvent
-	DeadLetters map[loadgen.OrderKey][]events.Reason
-	Payments    map[loadgen.OrderKey][]string
+	DeadLetters map[loadgen.OrderKey][]DeadLetterRecord
+	Payments    map[loadgen.OrderKey][]events.PaymentSucceeded
 	// UnkeyedDeadLetters counts dead letters naming no order.
 	UnkeyedDeadLetters int
-	// Sim is the simulator's view of each order it saw.
+	// Undecodable lists stored events and dead letters that did not decode.
+	Undecodable []Undecodable
+	// Stranded lists the jobs left in the jobs stream after the run.
+	Stranded []StrandedJob
+	// Sim is WeChat Pay's record (the simulator's) of each order it saw:
+	// the answers it gave to creates (every prepay_id it issued), the order
+	// with each sub-order's trade state, transaction id and amounts.
 	Sim map[loadgen.OrderKey]wechatsim.OrderInfo
 	// Calls are the create calls the recording proxy forwarded.
 	Calls []Call
@@ -88,6 +144,14 @@ type Evidence struct {
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
 	Exits map[string]time.Time
+	// OutcomeTTL is the workers' IDEMPOTENCY_OUTCOME_TTL; 0 when unknown.
+	OutcomeTTL time.Duration
+	// SkewWindows are the periods the workers' clock was skewed; Replays the
+	// dead letters replayed with cmd/deadletter after each.
+	SkewWindows []SkewWindow
+	Replays     []Replay
+	// HarnessErrors lists faults the harness could not inject as planned.
+	HarnessErrors []string
 }
 
 // Violation is one broken invariant for one order.
@@ -176,11 +240,22 @@ func Check(ev *Evidence) *CheckResult {
 	}
 	for _, key := range ev.Keys {
 		c.checkOutcomes(ev, key)
+		c.checkTruth(ev, key)
+		c.checkDeadLetters(ev, key)
 		c.checkPayments(ev, key)
 		c.checkCreates(ev, key, calls[key])
 	}
+	for _, u := range ev.Undecodable {
+		c.add(InvEventsDecode, loadgen.OrderKey{}, "%s message %d on %s does not decode: %s", u.Stream, u.Sequence, u.Subject, u.Error)
+	}
+	for _, r := range ev.Replays {
+		c.checkReplay(r, calls[r.Order])
+	}
+	for _, j := range ev.Stranded {
+		c.add(InvJobsEnd, j.Order, "job %d (%d bytes) is still in the jobs stream: no acknowledgement, no termination", j.Sequence, j.Bytes)
+	}
 	// Events and calls for orders this run never published.
-	for _, m := range []map[loadgen.OrderKey]int{countKeys(ev.Outcomes), countKeys(ev.Payments)} {
+	for _, m := range []map[loadgen.OrderKey]int{countKeys(ev.Outcomes), countKeys(ev.Payments), countKeys(ev.DeadLetters)} {
 		for key := range m {
 			if !published[key] {
 				c.add(InvOneOutcome, key, "event for an order the load generator never published")
@@ -212,7 +287,16 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvWarrantedCreates, fmt.Sprintf("%d create calls for %d orders, %d orders created again; repeats by warrant: %s",
 		cf.Calls, cf.Orders, cf.Repeated, joinCounts(cf.Repeats)))
 	inv(InvCreateAccounting, fmt.Sprintf("proxy saw %d create calls, the simulator counted %d", cf.Calls, cf.SimCalls))
-	inv(InvOnePayment, fmt.Sprintf("%d orders paid, %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvOnePayment, fmt.Sprintf("%d orders paid (every sub-order SUCCESS at the simulator), %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvPrepayIssued, "every prepay_id, h5_url and code_url published is one the simulator answered for that order")
+	inv(InvNoFalseFailure, "no order the simulator created (and did not close) or was paid for has a failure outcome")
+	inv(InvTrueOutcome, "per order, the outcomes agree with each other and with the simulator's final state")
+	inv(InvPaymentMatches, "payment events match the simulator's transaction ids, states and amounts of every sub-order")
+	inv(InvDeadLetters, fmt.Sprintf("%d dead letters: one per job at most; one per order unless each is of an unreadable or invalid job", res.DeadLetters))
+	inv(InvEventsDecode, fmt.Sprintf("%d stored messages did not decode", len(ev.Undecodable)))
+	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream", len(ev.Stranded)))
+	inv(InvNoRetryableFail, "no failure outcome carries a code WeChat Pay says to retry (5xx, 429, SYSTEMERROR, SERVICE_UNAVAILABLE…)")
+	inv(InvReplayReaches, fmt.Sprintf("%d dead letters replayed after the clock was fixed; each must reach WeChat Pay again", len(ev.Replays)))
 	return res
 }
 
@@ -261,10 +345,120 @@ func (c *checker) checkOutcomes(ev *Evidence, key loadgen.OrderKey) {
 		c.add(InvOnePrepayID, key, "the simulator answered %d different references: %v", info.DistinctSuccesses(), info.Outcomes)
 	}
 	if created && len(dls) > 0 {
-		c.add(InvOneOutcome, key, "created order was also dead-lettered (%v)", dls)
+		c.add(InvOneOutcome, key, "created order was also dead-lettered (%v)", reasons(dls))
 	}
 	if len(outs) > 0 && !outs[0].Created && isTerminalFailure(outs[0].Code) && len(dls) == 0 {
 		c.add(InvNoJobLost, key, "failed with %s but was not dead-lettered", outs[0].Code)
+	}
+}
+
+func reasons(dls []DeadLetterRecord) []events.Reason {
+	out := make([]events.Reason, len(dls))
+	for i, d := range dls {
+		out[i] = d.Reason
+	}
+	return out
+}
+
+// checkTruth judges an order's outcomes by WeChat Pay's record: a
+// published reference must be one the simulator issued for that order; an
+// order the simulator created and did not close, or that was paid, must have
+// no failure; the outcomes must agree with each other and with the
+// simulator's final state.
+func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
+	outs := ev.Outcomes[key]
+	if len(outs) == 0 {
+		return
+	}
+	info, ok := ev.Sim[key]
+	refs := loadgen.IssuedRefs(info)
+	state := loadgen.SimState(info, ok)
+	var created, failed []string
+	for _, o := range outs {
+		if o.Created {
+			created = append(created, o.Ref)
+			if !slices.Contains(refs, o.Ref) {
+				c.add(InvPrepayIssued, key, "published reference %q is not one the simulator issued for this order (issued: %v)", o.Ref, refs)
+			}
+			continue
+		}
+		if o.Code == events.CodeOrderNumberConflict {
+			continue // about another job reusing the number, not this order's fate
+		}
+		failed = append(failed, o.Code)
+		if retryableCode(o.Code) {
+			c.add(InvNoRetryableFail, key, "failure %s is an answer WeChat Pay says to retry", o.Code)
+		}
+		if state != "" && state != wechat.TradeStateClosed {
+			c.add(InvNoFalseFailure, key, "failure %s, but the simulator holds the order as %s", o.Code, state)
+		}
+	}
+	switch {
+	case len(created) > 0 && len(failed) > 0:
+		c.add(InvTrueOutcome, key, "outcomes disagree: created %v and failed %v", slices.Compact(created), slices.Compact(failed))
+	case len(slices.Compact(slices.Clone(failed))) > 1:
+		c.add(InvTrueOutcome, key, "failures disagree: %v", failed)
+	}
+	if len(created) > 0 {
+		switch state {
+		case "":
+			c.add(InvTrueOutcome, key, "prepay event, but the simulator never created the order")
+		case wechat.TradeStateClosed, loadgen.StatePartial:
+			c.add(InvTrueOutcome, key, "prepay event, but the simulator holds the order as %s", state)
+		}
+	}
+}
+
+// retryableCodes are failure codes of answers WeChat Pay documents as
+// "retry with the same parameters": every 5xx (SYSTEMERROR in both
+// spellings, BANKERROR, SERVICE_UNAVAILABLE) and 429 FREQUENCY_LIMITED. A
+// job that keeps getting them ends RETRIES_EXHAUSTED, never with their code.
+var retryableCodes = []string{"SYSTEMERROR", "SYSTEM_ERROR", "BANKERROR", "FREQUENCY_LIMITED", "SERVICE_UNAVAILABLE", "BAD_GATEWAY", "HTTP_502", "HTTP_503"}
+
+func retryableCode(code string) bool { return slices.Contains(retryableCodes, code) }
+
+// operatorCodes are refusals an operator fixes; WeChat Pay did nothing.
+var operatorCodes = []string{"SIGN_ERROR", "NOAUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH"}
+
+// checkReplay: a dead letter replayed after its cause was fixed reaches
+// WeChat Pay again (a create after the replay, not skewed), rather than
+// getting the stale failure back.
+func (c *checker) checkReplay(r Replay, calls []Call) {
+	if r.Error != "" {
+		c.add(InvReplayReaches, r.Order, "replay of dead letter %d failed: %s", r.Seq, r.Error)
+		return
+	}
+	for _, call := range calls {
+		if call.Start.After(r.At) && call.Fault != FaultClockSkew {
+			return
+		}
+	}
+	c.add(InvReplayReaches, r.Order, "dead letter %d replayed at %s after the clock was fixed, and WeChat Pay was never called again", r.Seq, r.At.Format("15:04:05.000"))
+}
+
+// perJobReasons are the dead-letter reasons about one job rather than its
+// order: each stored copy of such a job is dead-lettered on its own.
+var perJobReasons = []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonTooLarge, events.ReasonInvalid}
+
+// checkDeadLetters: a job is dead-lettered at most once, and an order at
+// most once unless every dead letter is of an unreadable or invalid job.
+func (c *checker) checkDeadLetters(ev *Evidence, key loadgen.OrderKey) {
+	dls := ev.DeadLetters[key]
+	seen := map[uint64]int{}
+	perJob := true
+	for _, d := range dls {
+		if d.StreamSequence != 0 {
+			seen[d.StreamSequence]++
+		}
+		perJob = perJob && slices.Contains(perJobReasons, d.Reason)
+	}
+	for seq, n := range seen {
+		if n > 1 {
+			c.add(InvDeadLetters, key, "job %d dead-lettered %d times", seq, n)
+		}
+	}
+	if len(dls) > 1 && !perJob {
+		c.add(InvDeadLetters, key, "order dead-lettered %d times (%v)", len(dls), reasons(dls))
 	}
 }
 
@@ -284,30 +478,37 @@ func describeOutcomes(outs []OutcomeEvent) string {
 	return strings.Join(parts, "; ")
 }
 
-// checkPayments: a paid order has exactly one payment event; an unpaid one
-// none.
+// checkPayments: a paid order (every sub-order SUCCESS at the simulator)
+// has exactly one payment event, an unpaid one none, and the event's
+// contents are the simulator's for every sub-order.
 func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
-	txns := ev.Payments[key]
-	c.res.PaymentEvents += len(txns)
-	paid := false
-	if info, ok := ev.Sim[key]; ok && simPaid(info) {
-		paid = true
+	pays := ev.Payments[key]
+	c.res.PaymentEvents += len(pays)
+	info, ok := ev.Sim[key]
+	paid := loadgen.SimState(info, ok) == wechat.TradeStateSuccess
+	if paid {
 		c.res.Paid++
 	}
-	switch {
-	case paid && len(txns) == 0:
-		c.add(InvOnePayment, key, "paid order produced no payment event")
-	case paid && len(txns) > 1:
-		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(txns), strings.Join(txns, ", "))
-	case !paid && len(txns) > 0:
-		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid")
+	var txns []string
+	for _, p := range pays {
+		txns = append(txns, p.CombineTransactionID)
 	}
-}
-
-// simPaid reports whether the simulator holds the order as paid.
-func simPaid(info wechatsim.OrderInfo) bool {
-	o := info.Order
-	return o != nil && len(o.SubOrders) > 0 && o.SubOrders[0].TradeState == wechat.TradeStateSuccess
+	switch {
+	case paid && len(pays) == 0:
+		c.add(InvOnePayment, key, "paid order produced no payment event")
+	case paid && len(pays) > 1:
+		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(pays), strings.Join(txns, ", "))
+	case !paid && len(pays) > 0:
+		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid (%q)", loadgen.SimState(info, ok))
+	}
+	if !paid {
+		return
+	}
+	for i := range pays {
+		if d := loadgen.PaymentMismatch(&pays[i], info.Order); d != "" {
+			c.add(InvPaymentMatches, key, "payment event %s: %s", pays[i].CombineTransactionID, d)
+		}
+	}
 }
 
 // checkCreates: every create call after an order's first is warranted by
@@ -322,8 +523,13 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 	}
 	cf.Calls += len(calls)
 	cf.SimCalls += simCalls
-	unanswered := 0
+	unanswered, forwarded := 0, 0
 	for _, call := range calls {
+		// The proxy's own 503 never reached the simulator, and it counts
+		// only creates that passed authentication (not a 401).
+		if call.Fault != FaultServiceUnavailable && call.Status != http.StatusUnauthorized {
+			forwarded++
+		}
 		if call.Status == 0 {
 			unanswered++
 		} else if call.Status/100 != 2 {
@@ -332,8 +538,8 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 	}
 	// A call the proxy forwarded may have been cut off before the simulator
 	// read it, but the simulator never sees a call the proxy did not.
-	if simCalls > len(calls) || simCalls < len(calls)-unanswered {
-		c.add(InvCreateAccounting, key, "proxy forwarded %d create calls (%d unanswered), the simulator counted %d", len(calls), unanswered, simCalls)
+	if simCalls > forwarded || simCalls < forwarded-unanswered {
+		c.add(InvCreateAccounting, key, "proxy forwarded %d create calls (%d unanswered), the simulator counted %d", forwarded, unanswered, simCalls)
 	}
 	if len(calls) == 0 {
 		return
@@ -363,11 +569,23 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantNoAnswer, ""
 	case prev.Status == 429 || prev.Status >= 500:
 		return WarrantFault, ""
+	case slices.Contains(operatorCodes, prev.Code):
+		return WarrantOperatorFix, ""
 	case prev.Status/100 != 2:
 		return Unwarranted, fmt.Sprintf("the previous call was answered %d %s, which is not retryable", prev.Status, prev.Code)
 	}
 	if at, ok := ev.Exits[prev.Instance]; ok && !at.Before(prev.End.Add(-time.Second)) && at.Before(cur.Start) {
 		return WarrantWorkerExit, ""
+	}
+	for _, o := range ev.Outages {
+		// The claim under which prev was made may predate prev by up to a
+		// lease; losing it lets another worker claim and create too.
+		if o.Server == "redis" && o.Wiped && o.Down.After(prev.Start.Add(-idempotency.LeaseDefault)) && o.Down.Before(cur.Start) {
+			return WarrantRecordLost, ""
+		}
+	}
+	if ev.OutcomeTTL > 0 && cur.Start.Sub(prev.End) > ev.OutcomeTTL {
+		return WarrantRecordExpired, ""
 	}
 	for _, o := range ev.Outages {
 		if o.Server != "redis" {

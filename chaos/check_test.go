@@ -28,9 +28,11 @@ func call(instance string, start, end float64, status int, ref string, delivered
 // calls, as the simulator counted them.
 func created(calls ...Call) *Evidence {
 	outcomes := map[string]int{}
+	var order *wechat.CombineOrder
 	for _, c := range calls {
 		if c.Status == 200 {
 			outcomes["ok:"+c.Ref]++
+			order = simOrder(wechat.TradeStateNotPay)
 		} else {
 			outcomes["FAULT"]++
 		}
@@ -38,10 +40,35 @@ func created(calls ...Call) *Evidence {
 	return &Evidence{
 		Keys:     []loadgen.OrderKey{keyA},
 		Outcomes: map[loadgen.OrderKey][]OutcomeEvent{keyA: {{Created: true, Ref: "wx1"}}},
-		Sim:      map[loadgen.OrderKey]wechatsim.OrderInfo{keyA: {CreateCalls: len(calls), Outcomes: outcomes}},
+		Sim:      map[loadgen.OrderKey]wechatsim.OrderInfo{keyA: {CreateCalls: len(calls), Outcomes: outcomes, Order: order}},
 		Calls:    calls,
 		Exits:    map[string]time.Time{},
 	}
+}
+
+// simOrder answers keyA as the simulator holds it, with two sub-orders in
+// state; a paid one has transaction ids and payer amounts.
+func simOrder(state string) *wechat.CombineOrder {
+	o := &wechat.CombineOrder{CombineMchID: keyA.MchID, CombineOutTradeNo: keyA.OutTradeNo}
+	for i, no := range []string{"S1", "S2"} {
+		so := wechat.OrderSubOrder{MchID: keyA.MchID, OutTradeNo: no, TradeState: state, Amount: wechat.Amount{TotalAmount: int64(100 * (i + 1)), Currency: "CNY"}}
+		if state == wechat.TradeStateSuccess {
+			so.TransactionID = "42000000" + no
+			so.Amount.PayerAmount = so.Amount.TotalAmount
+		}
+		o.SubOrders = append(o.SubOrders, so)
+	}
+	return o
+}
+
+// paymentOf answers the payment event that matches a paid simOrder.
+func paymentOf(o *wechat.CombineOrder) events.PaymentSucceeded {
+	p := events.PaymentSucceeded{CombineMchID: keyA.MchID, CombineOutTradeNo: keyA.OutTradeNo, CombineTransactionID: "4200COMBINE"}
+	for _, so := range o.SubOrders {
+		p.SubOrders = append(p.SubOrders, events.PaidSubOrder{MchID: so.MchID, OutTradeNo: so.OutTradeNo, TransactionID: so.TransactionID,
+			TradeState: so.TradeState, Amount: events.PaidAmount{TotalAmount: so.Amount.TotalAmount, Currency: so.Amount.Currency, PayerAmount: so.Amount.PayerAmount}})
+	}
+	return p
 }
 
 func TestCheck_creates(t *testing.T) {
@@ -95,10 +122,57 @@ func TestCheck_creates(t *testing.T) {
 			Unwarranted, InvWarrantedCreates,
 		},
 		{
+			"Redis came back empty between the calls",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(20), Up: at(21), Wiped: true}}
+				return ev
+			}(),
+			WarrantRecordLost, "",
+		},
+		{
+			"the record expired between the calls",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.OutcomeTTL = 30 * time.Second
+				return ev
+			}(),
+			WarrantRecordExpired, "",
+		},
+		{
+			"the record had not expired yet",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 20, 21, 200, "wx1", true))
+				ev.OutcomeTTL = 30 * time.Second
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
+			"retry after a 401 SIGN_ERROR, once the clock is fixed",
+			func() *Evidence {
+				ev := created(Call{Order: keyA, Instance: "w1", Start: at(0), End: at(1), Status: 401, Code: "SIGN_ERROR", Delivered: true},
+					call("w1", 30, 31, 200, "wx1", true))
+				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateNotPay)}
+				return ev
+			}(),
+			WarrantOperatorFix, "",
+		},
+		{
+			"a 503 of the proxy is not counted by the simulator",
+			func() *Evidence {
+				ev := created(Call{Order: keyA, Instance: "w1", Start: at(0), End: at(1), Status: 503, Code: "SERVICE_UNAVAILABLE", Delivered: true, Fault: FaultServiceUnavailable},
+					call("w1", 2, 3, 200, "wx1", true))
+				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateNotPay)}
+				return ev
+			}(),
+			WarrantFault, "",
+		},
+		{
 			"the simulator counted a call the proxy never forwarded",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true))
-				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 2, Outcomes: map[string]int{"ok:wx1": 2}}
+				ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 2, Outcomes: map[string]int{"ok:wx1": 2}, Order: simOrder(wechat.TradeStateNotPay)}
 				return ev
 			}(),
 			"", InvCreateAccounting,
@@ -120,9 +194,8 @@ func TestCheck_creates(t *testing.T) {
 }
 
 func TestCheck_outcomes(t *testing.T) {
-	paid := wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: &wechat.CombineOrder{
-		SubOrders: []wechat.OrderSubOrder{{TradeState: wechat.TradeStateSuccess}},
-	}}
+	paid := wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateSuccess)}
+	pay := paymentOf(paid.Order)
 	one := []Call{call("w1", 0, 1, 200, "wx1", true)}
 	tests := []struct {
 		name string
@@ -135,14 +208,14 @@ func TestCheck_outcomes(t *testing.T) {
 		}, InvOneOutcome},
 		{"two prepay_ids", func(ev *Evidence) {
 			ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Created: true, Ref: "wx2"})
-		}, InvOnePrepayID + "," + InvOneOutcome},
+		}, InvOnePrepayID + "," + InvOneOutcome + "," + InvPrepayIssued},
 		{"lost", func(ev *Evidence) {
 			delete(ev.Outcomes, keyA)
 			ev.Calls, ev.Sim = nil, nil
 		}, InvNoJobLost},
 		{"failed and dead-lettered", func(ev *Evidence) {
 			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeInvalidJob}}
-			ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{keyA: {events.ReasonInvalid}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonInvalid, StreamSequence: 3}}}
 			ev.Calls, ev.Sim = nil, nil
 		}, ""},
 		{"failed without a dead letter", func(ev *Evidence) {
@@ -151,21 +224,111 @@ func TestCheck_outcomes(t *testing.T) {
 		}, InvNoJobLost},
 		{"dead letter only", func(ev *Evidence) {
 			delete(ev.Outcomes, keyA)
-			ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{keyA: {events.ReasonMalformed}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMalformed, StreamSequence: 3}}}
 			ev.Calls, ev.Sim = nil, nil
 		}, ""},
 		{"paid with one payment event", func(ev *Evidence) {
 			ev.Sim[keyA] = paid
-			ev.Payments = map[loadgen.OrderKey][]string{keyA: {"tx1"}}
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay}}
 		}, ""},
 		{"paid without a payment event", func(ev *Evidence) { ev.Sim[keyA] = paid }, InvOnePayment},
 		{"paid with two payment events", func(ev *Evidence) {
 			ev.Sim[keyA] = paid
-			ev.Payments = map[loadgen.OrderKey][]string{keyA: {"tx1", "tx1"}}
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay, pay}}
 		}, InvOnePayment},
 		{"payment event for an unpaid order", func(ev *Evidence) {
-			ev.Payments = map[loadgen.OrderKey][]string{keyA: {"tx1"}}
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay}}
 		}, InvOnePayment},
+		{"paid means every sub-order: sub-order 0 paid alone is not paid", func(ev *Evidence) {
+			o := simOrder(wechat.TradeStateSuccess)
+			o.SubOrders[1].TradeState = wechat.TradeStateNotPay
+			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: o}
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay}}
+		}, InvOnePayment + "," + InvTrueOutcome},
+		// Each violation kind judged by WeChat Pay's record.
+		{"invented prepay_id", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Created: true, Ref: "wxINVENTED"}}
+		}, InvPrepayIssued},
+		{"prepay event for an order the simulator never created", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+		}, InvPrepayIssued + "," + InvTrueOutcome},
+		{"created at WeChat Pay but reported failed", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+		}, InvNoFalseFailure},
+		{"paid at WeChat Pay but reported failed", func(ev *Evidence) {
+			ev.Sim[keyA] = paid
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay}}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "INVALID_REQUEST"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+		}, InvNoFalseFailure},
+		{"closed at WeChat Pay and reported failed", func(ev *Evidence) {
+			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "ORDER_CLOSED"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+		}, ""},
+		{"created and failed", func(ev *Evidence) {
+			ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Code: events.CodeRetriesExhausted})
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+		}, InvTrueOutcome + "," + InvOneOutcome + "," + InvNoFalseFailure},
+		{"two different failures", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}, {Code: "SIGN_ERROR"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+		}, InvTrueOutcome + "," + InvOneOutcome},
+		{"prepay event for an order the simulator closed", func(ev *Evidence) {
+			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
+		}, InvTrueOutcome},
+		{"payment event with another sub-order transaction id", func(ev *Evidence) {
+			ev.Sim[keyA] = paid
+			p := paymentOf(paid.Order)
+			p.SubOrders[1].TransactionID = "4200FORGED"
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {p}}
+		}, InvPaymentMatches},
+		{"payment event with another amount", func(ev *Evidence) {
+			ev.Sim[keyA] = paid
+			p := paymentOf(paid.Order)
+			p.SubOrders[1].Amount.PayerAmount = 1
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {p}}
+		}, InvPaymentMatches},
+		{"payment event missing a sub-order", func(ev *Evidence) {
+			ev.Sim[keyA] = paid
+			p := paymentOf(paid.Order)
+			p.SubOrders = p.SubOrders[:1]
+			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {p}}
+		}, InvPaymentMatches},
+		{"one job dead-lettered twice", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeInvalidJob}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonInvalid, StreamSequence: 3}, {Reason: events.ReasonInvalid, StreamSequence: 3}}}
+		}, InvDeadLetters},
+		{"two invalid jobs of one order each dead-lettered", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeInvalidJob}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonInvalid, StreamSequence: 3}, {Reason: events.ReasonInvalid, StreamSequence: 9}}}
+		}, ""},
+		{"an order dead-lettered twice for its fate", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}, {Reason: events.ReasonMaxDeliveries, StreamSequence: 9}}}
+		}, InvDeadLetters},
+		{"failure with a code WeChat Pay says to retry", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "SERVICE_UNAVAILABLE"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+		}, InvNoRetryableFail},
+		{"replay after the fix reaches WeChat Pay", func(ev *Evidence) {
+			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(-0.5)}}
+		}, ""},
+		{"replay after the fix gets the stale failure back", func(ev *Evidence) {
+			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(5)}}
+		}, InvReplayReaches},
+		{"an undecodable event", func(ev *Evidence) {
+			ev.Undecodable = []Undecodable{{Stream: events.StreamEvents, Subject: events.SubjectPrepayCreated, Sequence: 7, Error: "unknown field"}}
+		}, InvEventsDecode},
+		{"a job left in the jobs stream", func(ev *Evidence) {
+			ev.Stranded = []StrandedJob{{Order: keyA, Sequence: 12, Bytes: 900 << 10}}
+		}, InvJobsEnd},
 		{"event of an order never published", func(ev *Evidence) {
 			ev.Outcomes[loadgen.OrderKey{MchID: "1", OutTradeNo: "X"}] = []OutcomeEvent{{Code: "X"}}
 		}, InvOneOutcome},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,12 +72,47 @@ type cluster struct {
 	exits    map[string]time.Time
 	outages  []Outage
 	unexpect []string
+	skews    []SkewWindow
+	replays  []Replay
+	// ackDropper, when set, sits between the workers and NATS.
+	ackDropper *AckDropper
 }
 
 func (c *cluster) natsURL() string { return "nats://" + proc.Addr(c.natsPort) }
 
+// workerNATSURL is the workers' NATS_URL: through the ack dropper when
+// there is one.
+func (c *cluster) workerNATSURL() string {
+	if c.ackDropper != nil {
+		return c.ackDropper.URL()
+	}
+	return c.natsURL()
+}
+
 // Binaries are the module's commands a run builds, by name.
-var Binaries = []string{"worker", "notifier", "wechatsim"}
+var Binaries = []string{"worker", "notifier", "wechatsim", "deadletter"}
+
+// NATSServerModule is the nats-server a run uses by default, built at the
+// version go.mod requires.
+const NATSServerModule = "github.com/nats-io/nats-server/v2"
+
+// BuildNATSServer builds NATSServerModule at the version in go.mod into
+// dir/nats-server (offline from the module cache when it is there) and
+// answers its path.
+func BuildNATSServer(ctx context.Context, dir string) (string, error) {
+	root, err := proc.ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "nats-server")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, NATSServerModule) //nolint:gosec // G204: fixed arguments
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("chaos: build %s: %w: %s", NATSServerModule, err, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
 
 // Build compiles Binaries into dir as static binaries and answers each
 // path by name.
@@ -147,6 +183,10 @@ func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) erro
 		"-timeout-after-create-rate", fmtRate(f.TimeoutAfterCreateRate),
 		"-rate-per-merchant", fmtRate(f.RatePerMerchant), "-log-level", "info",
 	}
+	if c.cfg.ServiceUnavailableFromSimulator {
+		// The simulator's own SERVICE_UNAVAILABLE fault, once it has one.
+		args = append(args, "-service-unavailable-rate", fmtRate(c.cfg.ServiceUnavailableRate))
+	}
 	p, err := Start("wechatsim", filepath.Join(c.logs, "wechatsim.log"), nil, c.bins["wechatsim"], args...)
 	if err != nil {
 		return err
@@ -157,12 +197,20 @@ func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) erro
 	return proc.WaitHTTP(ctx, p, c.simURL+"/sim/stats", 30*time.Second)
 }
 
+func joinDurations(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
+}
+
 func fmtRate(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // workerEnv answers a worker's environment.
 func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 	env := []string{
-		"NATS_URL=" + c.natsURL(),
+		"NATS_URL=" + c.workerNATSURL(),
 		"IDEMPOTENCY_BACKEND=redis",
 		"REDIS_ADDRS=" + proc.Addr(c.redisPort),
 		// The suite restarts Redis empty on purpose.
@@ -174,11 +222,15 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 		// Shorter than production so that a run takes minutes: a hung call
-		// gives up after 3s, a killed worker's jobs come back after 30s.
+		// gives up after 3s, a killed worker's jobs come back after
+		// AckWait, a job reaches the delivery limit within a minute.
 		"WECHAT_CALL_TIMEOUT=3s",
-		"ACK_WAIT=30s",
-		"JOB_TIMEOUT=25s",
-		"REDELIVERY_DELAYS=1s,2s,5s,10s",
+		"ACK_WAIT=" + AckWait.String(),
+		"JOB_TIMEOUT=" + (AckWait - 3*time.Second).String(),
+		"MAX_DELIVER=" + strconv.Itoa(MaxDeliver),
+		"REDELIVERY_DELAYS=" + joinDurations(RedeliveryDelays),
+		"IDEMPOTENCY_OUTCOME_TTL=" + c.cfg.OutcomeTTL.String(),
+		"MAX_JOB_BYTES=" + strconv.Itoa(c.cfg.MaxJobBytes),
 		"WORKER_IN_FLIGHT=16",
 		"DUPLICATE_WINDOW=1h",
 		"SHUTDOWN_GRACE=5s",
@@ -313,5 +365,8 @@ func (c *cluster) shutdown() {
 	}
 	if c.recorder != nil {
 		c.recorder.Close()
+	}
+	if c.ackDropper != nil {
+		c.ackDropper.Close()
 	}
 }

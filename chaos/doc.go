@@ -18,11 +18,44 @@
 // moments drawn from Config.Seed, it SIGKILLs a worker five times (starting
 // a new one each time), and stops and restarts Redis once and NATS once.
 // Everything it starts is killed when Run returns, and dies with the harness
-// (Pdeathsig); the whole run is bounded by Config.Timeout.
+// (Pdeathsig); the whole run is bounded by Config.Timeout. The nats-server is
+// built from the version go.mod requires ([BuildNATSServer]) unless
+// Config.NATSServer names one.
 //
 // Between the workers and the simulator sits a recording proxy ([Recorder]),
 // one listener per worker process, which records every create call: which
 // worker made it, when, and what it got back.
+//
+// # The faults of one true outcome per order
+//
+// Beyond those disruptions, each configurable in [Config] and counted in
+// Report.Faults (negative counts or shares turn one off):
+//
+//	wipe_redis            Redis restarted without its data (RedisWipes)
+//	redis_outage          Redis down longer than the whole redelivery
+//	                      schedule (RedisOutage; the run's schedule is short:
+//	                      MaxDeliver deliveries, RedeliveryDelays apart)
+//	acks_dropped          every ack of AckDropShare of the orders lost
+//	                      between the workers and NATS ([AckDropper]): the
+//	                      outcome is published and JetStream never hears
+//	                      the ack, up to the last delivery — what a worker
+//	                      killed between publish and ack does, made certain
+//	withheld_answer       UnknownOutcomeShare of the orders: every create
+//	                      commits at the simulator and its answer is
+//	                      withheld, until the delivery limit
+//	clock_skew            a window (ClockSkewWindow) in which the signed
+//	                      timestamp is off by ClockSkewBy, so the simulator
+//	                      answers 401 SIGN_ERROR; then the window's dead
+//	                      letters are replayed with cmd/deadletter, as an
+//	                      operator would once the clock is fixed
+//	late_duplicates_after_ttl  LateAfterTTL orders of the harness's own,
+//	                      created and paid, published again after the
+//	                      workers' IDEMPOTENCY_OUTCOME_TTL (OutcomeTTL)
+//	jobs_at/past_max_job_bytes  jobs of exactly MAX_JOB_BYTES and one byte
+//	                      past it (MaxJobBytes, OversizedJobs)
+//	service_unavailable_503  ServiceUnavailableRate of the creates answered
+//	                      503 SERVICE_UNAVAILABLE (by the proxy, or by the
+//	                      simulator with ServiceUnavailableFromSimulator)
 //
 // # Invariants
 //
@@ -46,9 +79,33 @@
 //	                             (store_outage); calls never overlap
 //	create_accounting_matches    the proxy's and the simulator's create counts
 //	                             agree per order
-//	one_payment_per_paid_order   every order the simulator holds as paid has
-//	                             exactly one payment event, and no other order
-//	                             has one
+//	one_payment_per_paid_order   every order the simulator holds as paid
+//	                             (every sub-order SUCCESS) has exactly one
+//	                             payment event, and no other order has one
+//
+// and, judged by WeChat Pay's record (the simulator's) rather than by the
+// events:
+//
+//	prepay_id_issued_by_wechat   every prepay_id (h5_url, code_url) published
+//	                             is one the simulator issued for that order
+//	no_failure_for_a_created_order  no order the simulator created (and did
+//	                             not close) or that was paid has a failure
+//	one_true_outcome_per_order   an order's outcomes agree with each other and
+//	                             with the simulator's final state
+//	payment_matches_wechat       payment events carry the simulator's
+//	                             transaction id, state and amounts of every
+//	                             sub-order
+//	dead_letters_per_order       a job is dead-lettered at most once; an
+//	                             order at most once unless each is of an
+//	                             unreadable or invalid job
+//	events_decode                every stored event and dead letter decodes
+//	                             strictly (none is dropped)
+//	every_accepted_job_ends      no job is left in the jobs stream once the
+//	                             run has drained (DrainWait)
+//	no_failure_for_a_retryable_answer  no failure carries a code WeChat Pay
+//	                             says to retry (5xx, 429)
+//	replay_after_the_fix_reaches_wechat  a dead letter replayed after the
+//	                             clock was fixed reaches WeChat Pay again
 //
 // and, for the run as a whole, the load generator's own checks, no process
 // exiting on its own, no key material in any log (package

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wxcombine/orderworker/loadgen"
@@ -35,6 +38,31 @@ type Call struct {
 	// Delivered reports that the whole answer was written back to the worker
 	// before it gave up.
 	Delivered bool `json:"delivered"`
+	// Fault names the proxy's own fault on this call, if any: FaultWithheld
+	// (the simulator's answer was withheld), FaultServiceUnavailable (503
+	// answered by the proxy, never forwarded) or FaultClockSkew (the
+	// Authorization timestamp was moved, as by a skewed clock).
+	Fault string `json:"fault,omitempty"`
+}
+
+// The recording proxy's faults, as in Call.Fault and ProxyFaults.Counts.
+const (
+	FaultWithheld           = "withheld_answer"
+	FaultServiceUnavailable = "service_unavailable_503"
+	FaultClockSkew          = "clock_skew"
+)
+
+// ProxyFaults are the faults the recording proxy injects between the
+// workers and the simulator.
+type ProxyFaults struct {
+	// Withhold selects orders whose every create is forwarded (the order is
+	// committed at the simulator) and whose answer is withheld until the
+	// worker gives up: unknown outcomes until the delivery limit.
+	Withhold func(loadgen.OrderKey) bool
+	// ServiceUnavailable reports whether to answer a create 503
+	// SERVICE_UNAVAILABLE (as WeChat Pay's interface rules document) without
+	// forwarding it; nil never.
+	ServiceUnavailable func() bool
 }
 
 // Recorder is a reverse proxy between the workers and the simulator that
@@ -46,10 +74,15 @@ type Call struct {
 type Recorder struct {
 	target string
 	client *http.Client
+	faults ProxyFaults
+	// skew, when not zero, is added to every request's Authorization
+	// timestamp (nanoseconds), re-signed by nobody: the simulator judges it.
+	skew atomic.Int64
 
 	mu      sync.Mutex
 	calls   []Call
 	servers []*http.Server
+	counts  map[string]int
 }
 
 // NewRecorder answers a recorder forwarding to target, such as
@@ -62,6 +95,48 @@ func NewRecorder(target string) *Recorder {
 			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		}},
 	}
+}
+
+// SetFaults sets the proxy's faults; call it before Listen.
+func (r *Recorder) SetFaults(f ProxyFaults) { r.faults = f }
+
+// SetClockSkew moves every request's Authorization timestamp by d from now
+// on, as a worker whose clock is off by d would sign it; 0 ends the skew.
+func (r *Recorder) SetClockSkew(d time.Duration) { r.skew.Store(int64(d)) }
+
+// FaultCounts answers how many calls each proxy fault hit.
+func (r *Recorder) FaultCounts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.counts)
+}
+
+func (r *Recorder) count(kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.counts == nil {
+		r.counts = map[string]int{}
+	}
+	r.counts[kind]++
+}
+
+// skewAuthorization answers h with its timestamp="…" moved by d.
+func skewAuthorization(h string, d time.Duration) string {
+	const param = `timestamp="`
+	i := strings.Index(h, param)
+	if i < 0 {
+		return h
+	}
+	rest := h[i+len(param):]
+	j := strings.IndexByte(rest, '"')
+	if j < 0 {
+		return h
+	}
+	ts, err := strconv.ParseInt(rest[:j], 10, 64)
+	if err != nil {
+		return h
+	}
+	return h[:i+len(param)] + strconv.FormatInt(ts+int64(d/time.Second), 10) + rest[j:]
 }
 
 // Listen starts a listener for one worker instance and answers its base
@@ -137,6 +212,15 @@ func (r *Recorder) handler(instance string) http.Handler {
 				r.mu.Unlock()
 			}
 		}()
+		if create && r.faults.ServiceUnavailable != nil && r.faults.ServiceUnavailable() {
+			call.Fault, call.Status, call.Code = FaultServiceUnavailable, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE"
+			r.count(FaultServiceUnavailable)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, werr := io.WriteString(w, `{"code":"SERVICE_UNAVAILABLE","message":"服务不可用，请稍后重试"}`)
+			call.Delivered = werr == nil && req.Context().Err() == nil
+			return
+		}
 		//nolint:gosec // G704: the target is the simulator the harness started; only the path comes from the worker
 		out, err := http.NewRequestWithContext(req.Context(), req.Method, r.target+req.RequestURI, bytes.NewReader(body))
 		if err != nil {
@@ -147,6 +231,13 @@ func (r *Recorder) handler(instance string) http.Handler {
 			if !hopHeaders[k] {
 				out.Header[k] = v
 			}
+		}
+		if d := time.Duration(r.skew.Load()); d != 0 {
+			out.Header.Set("Authorization", skewAuthorization(req.Header.Get("Authorization"), d))
+			if create {
+				call.Fault = FaultClockSkew
+			}
+			r.count(FaultClockSkew)
 		}
 		resp, err := r.client.Do(out) //nolint:gosec // G704: see above
 		if err != nil {
@@ -179,6 +270,14 @@ func (r *Recorder) handler(instance string) http.Handler {
 			if !hopHeaders[k] {
 				w.Header()[k] = v
 			}
+		}
+		if create && resp.StatusCode/100 == 2 && r.faults.Withhold != nil && r.faults.Withhold(call.Order) {
+			// The order is committed at the simulator; the worker never
+			// learns it, as after a timeout.
+			call.Fault = FaultWithheld
+			r.count(FaultWithheld)
+			<-req.Context().Done()
+			return
 		}
 		// The worker may still be waiting only if it has not hung up yet.
 		waiting := req.Context().Err() == nil

@@ -39,6 +39,11 @@ type Report struct {
 	WorkersStarted  int            `json:"workers_started"`
 	UnexpectedExits []string       `json:"unexpected_exits"`
 	Restarts        map[string]int `json:"restarts"`
+	// Faults counts the faults of one true outcome per order by kind (the
+	// proxy's Fault* and the harness's own).
+	Faults map[string]int `json:"faults"`
+	// HarnessErrors lists faults that could not be injected as planned.
+	HarnessErrors []string `json:"harness_errors,omitempty"`
 
 	Invariants      []Invariant            `json:"invariants"`
 	ViolationTotal  int                    `json:"violation_total"`
@@ -87,7 +92,8 @@ func (r *Report) finish() {
 	if r.Check != nil {
 		add(InvNoSecrets, len(r.SecretFindings), fmt.Sprintf("%d findings of key material in the logs", len(r.SecretFindings)))
 	}
-	want := map[string]int{KindKillWorker: r.Config.Kills, KindRestartRedis: r.Config.RedisRestarts, KindRestartNATS: r.Config.NATSRestarts}
+	want := map[string]int{KindKillWorker: r.Config.Kills, KindRestartRedis: r.Config.RedisRestarts, KindRestartNATS: r.Config.NATSRestarts,
+		KindWipeRedis: r.Config.RedisWipes, KindRedisOutage: r.Config.RedisOutages, KindClockSkew: r.Config.ClockSkews}
 	got := map[string]int{}
 	failed := 0
 	for _, d := range r.Disruptions {
@@ -98,12 +104,25 @@ func (r *Report) finish() {
 			failed++
 		}
 	}
-	missing := 0
+	missing := len(r.HarnessErrors)
 	for k, n := range want {
 		missing += max(n-got[k], 0)
 	}
-	add(InvDisruptions, missing, fmt.Sprintf("%d worker kills, %d Redis and %d NATS restarts of %d, %d and %d planned; %d failed",
-		got[KindKillWorker], got[KindRestartRedis], got[KindRestartNATS], want[KindKillWorker], want[KindRestartRedis], want[KindRestartNATS], failed))
+	// A fault that is on must have hit something.
+	for kind, on := range map[string]bool{
+		FaultAcksDropped: r.Config.AckDropShare > 0, FaultWithheld: r.Config.UnknownOutcomeShare > 0,
+		FaultServiceUnavailable: r.Config.ServiceUnavailableRate > 0 && !r.Config.ServiceUnavailableFromSimulator,
+		FaultClockSkew:          r.Config.ClockSkews > 0, FaultLateAfterTTL: r.Config.LateAfterTTL > 0,
+		FaultOversizedAtLimit: r.Config.OversizedJobs > 0,
+	} {
+		if on && r.Check != nil && r.Faults[kind] == 0 {
+			missing++
+			r.HarnessErrors = append(r.HarnessErrors, "fault "+kind+" is on and hit nothing")
+		}
+	}
+	add(InvDisruptions, missing, fmt.Sprintf("%d worker kills, %d Redis and %d NATS restarts, %d Redis wipes, %d long Redis outages, %d clock skews of %d, %d, %d, %d, %d and %d planned; %d failed; %d harness errors",
+		got[KindKillWorker], got[KindRestartRedis], got[KindRestartNATS], got[KindWipeRedis], got[KindRedisOutage], got[KindClockSkew],
+		want[KindKillWorker], want[KindRestartRedis], want[KindRestartNATS], want[KindWipeRedis], want[KindRedisOutage], want[KindClockSkew], failed, len(r.HarnessErrors)))
 	r.Restarts = map[string]int{"redis": got[KindRestartRedis], "nats": got[KindRestartNATS]}
 	r.ViolationTotal = 0
 	for _, inv := range r.Invariants {
@@ -161,6 +180,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	row("faults injected", "%d (%s)", f.FaultsInjected, joinCounts64(f.FaultsByKind))
 	row("kills", "%d SIGKILLs, %d workers started in all", f.Kills, r.WorkersStarted)
 	row("restarts", "redis %d, nats %d", f.RedisRestarts, f.NATSRestarts)
+	row("outcome faults", "%s", joinCounts(r.Faults))
 	row("throughput", "%.1f orders/s, latency p50 %.0fms p99 %.0fms", f.ThroughputPerS, f.LatencyP50MS, f.LatencyP99MS)
 	for _, d := range r.Disruptions {
 		extra := ""
@@ -187,6 +207,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			row("", "%s %s: %s", v.Invariant, v.Order, v.Detail)
 		}
+	}
+	for _, s := range r.HarnessErrors {
+		row("", "harness error: %s", s)
 	}
 	for _, s := range r.UnexpectedExits {
 		row("", "unexpected exit: %s", s)

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -45,7 +47,41 @@ const (
 	MerchantsDefault              = 2
 	PublishRateDefault            = 80
 	TimeoutDefault                = 20 * time.Minute
+
+	// The faults of the order's one true outcome (see the package doc).
+	RedisWipesDefault          = 1
+	RedisOutagesDefault        = 1
+	AckDropShareDefault        = 0.01
+	UnknownOutcomeShareDefault = 0.01
+	ClockSkewsDefault          = 1
+	ClockSkewWindowDefault     = 8 * time.Second
+	ClockSkewByDefault         = -10 * time.Minute
+	OutcomeTTLDefault          = 45 * time.Second
+	LateAfterTTLDefault        = 6
+	OversizedJobsDefault       = 2
+	MaxJobBytesDefault         = 800 << 10
+	ServiceUnavailableDefault  = 0.02
+
+	// The worker's delivery settings in a run: short, so that a job can
+	// reach the delivery limit within minutes. RedeliverySchedule is the
+	// worker's REDELIVERY_DELAYS; a job that keeps failing is delivered
+	// MaxDeliver times, AckWait apart at most.
+	MaxDeliver = 5
+	AckWait    = 15 * time.Second
 )
+
+// RedeliveryDelays are the worker's REDELIVERY_DELAYS in a run.
+var RedeliveryDelays = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second}
+
+// redeliverySpan is how long the redelivery schedule takes from the first
+// delivery to the last: the delays between MaxDeliver deliveries.
+func redeliverySpan() time.Duration {
+	var d time.Duration
+	for i := range MaxDeliver - 1 {
+		d += RedeliveryDelays[min(i, len(RedeliveryDelays)-1)]
+	}
+	return d
+}
 
 // Config configures a chaos run.
 type Config struct {
@@ -101,10 +137,62 @@ type Config struct {
 	Seed uint64 `json:"seed"`
 	// Timeout bounds the whole run. Defaults to TimeoutDefault.
 	Timeout time.Duration `json:"timeout"`
-	// NATSServer and RedisServer are the server binaries. Default to
-	// "nats-server" and "redis-server" on PATH.
+	// NATSServer and RedisServer are the server binaries. NATSServer
+	// defaults to github.com/nats-io/nats-server/v2 built at the version in
+	// go.mod into Dir/bin (BuildNATSServer; Debian's nats-server is too
+	// old for the worker), RedisServer to "redis-server" on PATH.
 	NATSServer  string `json:"nats_server"`
 	RedisServer string `json:"redis_server"`
+	// RedisWipes is how many times Redis is restarted WITHOUT its data (the
+	// append-only file removed), as after a restart without persistence or
+	// a failover to an empty replica. Defaults to 1; negative means none.
+	RedisWipes int `json:"redis_wipes"`
+	// RedisOutages is how many times Redis is down for RedisOutage, longer
+	// than the whole redelivery schedule. Defaults to 1; negative means none.
+	RedisOutages int           `json:"redis_outages"`
+	RedisOutage  time.Duration `json:"redis_outage"`
+	// AckDropShare is the share of orders whose jobs' acknowledgements are
+	// all lost between the workers and NATS (AckDropper): the worker
+	// publishes the outcome and JetStream never hears the ack, up to the
+	// last delivery. Defaults to AckDropShareDefault; negative means none.
+	AckDropShare float64 `json:"ack_drop_share"`
+	// UnknownOutcomeShare is the share of orders whose every create commits
+	// at the simulator and gets no answer (the proxy withholds it), until
+	// the delivery limit. Defaults to UnknownOutcomeShareDefault; negative
+	// means none.
+	UnknownOutcomeShare float64 `json:"unknown_outcome_share"`
+	// ClockSkews is how many windows of ClockSkewWindow the workers' clock
+	// is off by ClockSkewBy (the proxy moves the signed timestamp; the
+	// simulator answers 401 SIGN_ERROR). After each window, the dead
+	// letters it caused are replayed with cmd/deadletter, as an operator
+	// would after fixing the clock. Default to ClockSkewsDefault,
+	// ClockSkewWindowDefault, ClockSkewByDefault; negative means none.
+	ClockSkews      int           `json:"clock_skews"`
+	ClockSkewWindow time.Duration `json:"clock_skew_window"`
+	ClockSkewBy     time.Duration `json:"clock_skew_by"`
+	// OutcomeTTL is the workers' IDEMPOTENCY_OUTCOME_TTL. LateAfterTTL
+	// orders of the harness's own are created, paid, and published again
+	// (a new Nats-Msg-Id) once their record expired. Default to
+	// OutcomeTTLDefault and LateAfterTTLDefault; negative means none.
+	OutcomeTTL   time.Duration `json:"outcome_ttl"`
+	LateAfterTTL int           `json:"late_after_ttl"`
+	// MaxJobBytes is the workers' MAX_JOB_BYTES; OversizedJobs jobs of
+	// exactly MaxJobBytes (to be created) and as many of MaxJobBytes+1 (to
+	// fail JOB_TOO_LARGE and be dead-lettered) are published. Default to
+	// MaxJobBytesDefault and OversizedJobsDefault; negative means none.
+	MaxJobBytes   int `json:"max_job_bytes"`
+	OversizedJobs int `json:"oversized_jobs"`
+	// ServiceUnavailableRate is the share of create calls answered 503
+	// SERVICE_UNAVAILABLE. The recording proxy answers them (never
+	// forwarded) unless ServiceUnavailableFromSimulator is set, which asks
+	// the simulator for them instead (its -service-unavailable-rate, once it
+	// has one). Defaults to ServiceUnavailableDefault; negative means none.
+	ServiceUnavailableRate          float64 `json:"service_unavailable_rate"`
+	ServiceUnavailableFromSimulator bool    `json:"service_unavailable_from_simulator"`
+	// DrainWait bounds waiting, after the load generator is done, for the
+	// jobs stream to empty; jobs left then are stranded. Defaults to
+	// AckWait × (MaxDeliver+1) + 30s.
+	DrainWait time.Duration `json:"drain_wait"`
 	// WorkerEnv adds environment settings to every worker. Defaults to none.
 	WorkerEnv []string `json:"worker_env,omitempty"`
 	// Progress receives progress lines. Defaults to io.Discard.
@@ -132,7 +220,20 @@ func (cfg *Config) applyDefaults() error {
 	cfg.Merchants = cmp.Or(cfg.Merchants, MerchantsDefault)
 	cfg.PublishRate = cmp.Or(cfg.PublishRate, PublishRateDefault)
 	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
-	cfg.NATSServer = cmp.Or(cfg.NATSServer, "nats-server")
+	cfg.RedisWipes = max(cmp.Or(cfg.RedisWipes, RedisWipesDefault), 0)
+	cfg.RedisOutages = max(cmp.Or(cfg.RedisOutages, RedisOutagesDefault), 0)
+	cfg.RedisOutage = cmp.Or(cfg.RedisOutage, redeliverySpan()+MaxDeliver*time.Second+15*time.Second)
+	cfg.AckDropShare = max(cmp.Or(cfg.AckDropShare, AckDropShareDefault), 0)
+	cfg.UnknownOutcomeShare = max(cmp.Or(cfg.UnknownOutcomeShare, UnknownOutcomeShareDefault), 0)
+	cfg.ClockSkews = max(cmp.Or(cfg.ClockSkews, ClockSkewsDefault), 0)
+	cfg.ClockSkewWindow = cmp.Or(cfg.ClockSkewWindow, ClockSkewWindowDefault)
+	cfg.ClockSkewBy = cmp.Or(cfg.ClockSkewBy, ClockSkewByDefault)
+	cfg.OutcomeTTL = cmp.Or(cfg.OutcomeTTL, OutcomeTTLDefault)
+	cfg.LateAfterTTL = max(cmp.Or(cfg.LateAfterTTL, LateAfterTTLDefault), 0)
+	cfg.MaxJobBytes = cmp.Or(cfg.MaxJobBytes, MaxJobBytesDefault)
+	cfg.OversizedJobs = max(cmp.Or(cfg.OversizedJobs, OversizedJobsDefault), 0)
+	cfg.ServiceUnavailableRate = max(cmp.Or(cfg.ServiceUnavailableRate, ServiceUnavailableDefault), 0)
+	cfg.DrainWait = cmp.Or(cfg.DrainWait, AckWait*(MaxDeliver+1)+30*time.Second)
 	cfg.RedisServer = cmp.Or(cfg.RedisServer, "redis-server")
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
@@ -151,8 +252,14 @@ func (cfg *Config) applyDefaults() error {
 		return errors.New("chaos: Merchants must be from 1 to 90")
 	case cfg.TransientFaultRate+cfg.TimeoutAfterCreateRate > 1:
 		return errors.New("chaos: fault rates add up to more than 1")
+	case cfg.MaxJobBytes < 1024:
+		return errors.New("chaos: MaxJobBytes must be at least 1024")
 	}
-	for _, bin := range []*string{&cfg.NATSServer, &cfg.RedisServer} {
+	bins := []*string{&cfg.RedisServer}
+	if cfg.NATSServer != "" {
+		bins = append(bins, &cfg.NATSServer)
+	}
+	for _, bin := range bins {
 		p, err := exec.LookPath(*bin)
 		if err != nil {
 			return fmt.Errorf("chaos: %s is not installed: %w", *bin, err)
@@ -184,7 +291,9 @@ type Disruption struct {
 	DownSeconds float64 `json:"down_s"`
 	// Replacement names the worker started after a kill.
 	Replacement string `json:"replacement,omitempty"`
-	Error       string `json:"error,omitempty"`
+	// Replayed counts the dead letters replayed after a clock skew.
+	Replayed int    `json:"replayed,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Disruption kinds.
@@ -192,6 +301,13 @@ const (
 	KindKillWorker   = "kill_worker"
 	KindRestartRedis = "restart_redis"
 	KindRestartNATS  = "restart_nats"
+	// KindWipeRedis restarts Redis without its data.
+	KindWipeRedis = "wipe_redis"
+	// KindRedisOutage keeps Redis down longer than the redelivery schedule.
+	KindRedisOutage = "redis_outage"
+	// KindClockSkew skews the workers' signing clock for a window, then
+	// replays the window's dead letters.
+	KindClockSkew = "clock_skew"
 )
 
 // Run carries out a chaos run and answers its report. An error means the
@@ -237,6 +353,12 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		return err
 	}
 	c.bins = bins
+	if cfg.NATSServer == "" {
+		cfg.logf("building nats-server from %s at the version in go.mod", NATSServerModule)
+		if cfg.NATSServer, err = BuildNATSServer(ctx, filepath.Join(cfg.Dir, "bin")); err != nil {
+			return err
+		}
+	}
 	for i := range cfg.Merchants {
 		c.mchIDs = append(c.mchIDs, fmt.Sprintf("19000001%02d", 10+i))
 	}
@@ -262,6 +384,16 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		return err
 	}
 	c.recorder = NewRecorder(c.simURL)
+	pf := ProxyFaults{Withhold: selector(cfg.Seed, "unknown", cfg.UnknownOutcomeShare)}
+	if !cfg.ServiceUnavailableFromSimulator {
+		pf.ServiceUnavailable = chance(cfg.Seed^0x503, cfg.ServiceUnavailableRate)
+	}
+	c.recorder.SetFaults(pf)
+	if drop := selector(cfg.Seed, "ackdrop", cfg.AckDropShare); drop != nil {
+		if c.ackDropper, err = NewAckDropper(proc.Addr(c.natsPort), drop); err != nil {
+			return err
+		}
+	}
 	cfg.logf("starting %d workers and the notifier", cfg.Workers)
 	for range cfg.Workers {
 		if _, err := c.startWorker(ctx); err != nil {
@@ -292,16 +424,12 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		InvalidShare: cfg.InvalidShare, MalformedShare: cfg.MalformedShare, PayShare: cfg.PayShare,
 		PayFunc: sim.Pay, RunID: fmt.Sprintf("CH%08d", rng.Uint64()%100_000_000), Seed: lgSeed,
 		Wait: 5 * time.Minute, Linger: 2 * time.Second, StreamWait: 30 * time.Second,
-		CreateCountsFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]int, error) {
+		RecordFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]wechatsim.OrderInfo, error) {
 			got, err := sim.Orders(ctx, keys)
 			keysMu.Lock()
 			runKeys, infos, simErr = keys, got, err
 			keysMu.Unlock()
-			counts := make(map[loadgen.OrderKey]int, len(got))
-			for k, v := range got {
-				counts[k] = v.CreateCalls
-			}
-			return counts, err
+			return got, err
 		},
 		ProgressFunc: func(p loadgen.Progress) {
 			progress.Store(&p)
@@ -329,19 +457,36 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	cfg.logf("seed %d: publishing %d orders (+%.0f%% duplicates) over ~%s; %d disruptions planned",
 		cfg.Seed, cfg.Orders, cfg.DuplicateShare*100, publishFor.Round(time.Second), len(plan))
 
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("chaos: jetstream: %w", err)
+	}
+	own := &ownFaults{c: c, js: js, nc: nc, sim: sim, runID: lcfg.RunID, merch: merchants[0], counts: map[string]int{}}
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	chaosDone := make(chan []Disruption, 1)
+	ownDone := make(chan struct{})
 	start := time.Now()
 	go func() { // Owned by run; ends when chaosCtx ends or the plan is done.
 		chaosDone <- c.disrupt(chaosCtx, rng, plan, start)
 	}()
+	go func() { // Owned by run; ends when its jobs are published or ctx ends.
+		defer close(ownDone)
+		own.oversized(ctx)
+		own.lateAfterTTL(ctx)
+	}()
 	lrep, lerr := loadgen.Run(ctx, nc, lcfg)
 	time.Sleep(2 * time.Second) // late events get a chance to show up
+	<-ownDone
 	stopChaos()
 	rep.Disruptions = <-chaosDone
 	rep.Loadgen = lrep
 	if lerr != nil {
 		return fmt.Errorf("chaos: load generator: %w", lerr)
+	}
+	cfg.logf("waiting up to %s for the jobs stream to empty", cfg.DrainWait)
+	stranded, err := drainJobs(ctx, js, cfg.DrainWait, cfg.logf)
+	if err != nil {
+		return err
 	}
 	keysMu.Lock()
 	defer keysMu.Unlock()
@@ -352,13 +497,35 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 
 	cfg.logf("load generator done: %s", lrep.Line())
 	cfg.logf("reading the event and dead-letter streams")
-	ev := &Evidence{Keys: runKeys, PublishErrors: lrep.Published.Errors, Sim: infos, Calls: c.recorder.Calls()}
-	if err := readStreams(ctx, nc, ev, lcfg.RunID); err != nil {
+	own.mu.Lock()
+	ownKeys, ownErrs := slices.Clone(own.keys), slices.Clone(own.errs)
+	rep.Faults = own.counts
+	own.mu.Unlock()
+	ownInfos, err := sim.Orders(ctx, ownKeys)
+	if err != nil {
+		return fmt.Errorf("chaos: simulator orders: %w", err)
+	}
+	if infos == nil {
+		infos = map[loadgen.OrderKey]wechatsim.OrderInfo{}
+	}
+	maps.Copy(infos, ownInfos)
+	rep.HarnessErrors = ownErrs
+	ev := &Evidence{Keys: append(slices.Clone(runKeys), ownKeys...), PublishErrors: lrep.Published.Errors, Sim: infos,
+		Calls: c.recorder.Calls(), Stranded: stranded, HarnessErrors: ownErrs}
+	if err := readStreams(ctx, nc, ev); err != nil {
 		return err
+	}
+	maps.Copy(rep.Faults, c.recorder.FaultCounts())
+	if c.ackDropper != nil {
+		rep.Faults[FaultAcksDropped], rep.Faults[FaultAckDropOrders] = c.ackDropper.Dropped()
 	}
 	c.mu.Lock()
 	ev.Outages = slices.Clone(c.outages)
 	ev.Exits = c.exits
+	ev.Replays = slices.Clone(c.replays)
+	ev.OutcomeTTL = cfg.OutcomeTTL
+	ev.SkewWindows = slices.Clone(c.skews)
+	rep.Faults[FaultReplayed] = len(c.replays)
 	rep.UnexpectedExits = slices.Clone(c.unexpect)
 	rep.WorkersStarted = c.started
 	c.mu.Unlock()
@@ -409,6 +576,15 @@ func schedule(rng *mrand.Rand, cfg *Config, publishFor time.Duration) []planned 
 	}
 	for range cfg.NATSRestarts {
 		kinds = append(kinds, KindRestartNATS)
+	}
+	for range cfg.RedisWipes {
+		kinds = append(kinds, KindWipeRedis)
+	}
+	for range cfg.RedisOutages {
+		kinds = append(kinds, KindRedisOutage)
+	}
+	for range cfg.ClockSkews {
+		kinds = append(kinds, KindClockSkew)
 	}
 	plan := make([]planned, len(kinds))
 	for i, k := range kinds {
@@ -478,6 +654,19 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 			d.Target = "nats"
 			d.DownSeconds, d.Error = c.restart(ctx, "nats", time.Duration(2000+rng.IntN(2000))*time.Millisecond)
 			c.cfg.logf("restarted nats-server (down %.1fs)", d.DownSeconds)
+		case KindWipeRedis:
+			d.Target = "redis"
+			d.DownSeconds, d.Error = c.restartWith(ctx, "redis", time.Second, c.wipeRedis)
+			c.markWiped()
+			c.cfg.logf("restarted redis-server WITHOUT its data (down %.1fs)", d.DownSeconds)
+		case KindRedisOutage:
+			d.Target = "redis"
+			d.DownSeconds, d.Error = c.restart(ctx, "redis", c.cfg.RedisOutage)
+			c.cfg.logf("redis-server was down %.1fs, longer than the redelivery schedule (%s)", d.DownSeconds, redeliverySpan())
+		case KindClockSkew:
+			d.Target = "workers' clock"
+			d.DownSeconds, d.Replayed, d.Error = c.clockSkew(ctx)
+			c.cfg.logf("workers' clock skewed by %s for %.1fs; %d dead letters replayed", c.cfg.ClockSkewBy, d.DownSeconds, d.Replayed)
 		}
 		done = append(done, d)
 		lastEnd = time.Now()
@@ -487,6 +676,11 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 
 // restart stops a server, waits, starts it again and records the outage.
 func (c *cluster) restart(ctx context.Context, which string, pause time.Duration) (float64, string) {
+	return c.restartWith(ctx, which, pause, nil)
+}
+
+// restartWith is restart with whileDown run while the server is stopped.
+func (c *cluster) restartWith(ctx context.Context, which string, pause time.Duration, whileDown func() error) (float64, string) {
 	c.mu.Lock()
 	p := c.redis
 	if which == "nats" {
@@ -495,6 +689,10 @@ func (c *cluster) restart(ctx context.Context, which string, pause time.Duration
 	c.mu.Unlock()
 	o := Outage{Server: which, Down: time.Now()}
 	p.Stop(15 * time.Second)
+	var downErr error
+	if whileDown != nil {
+		downErr = whileDown()
+	}
 	sleepCtx(ctx, pause)
 	var err error
 	if which == "nats" {
@@ -506,6 +704,7 @@ func (c *cluster) restart(ctx context.Context, which string, pause time.Duration
 	c.mu.Lock()
 	c.outages = append(c.outages, o)
 	c.mu.Unlock()
+	err = cmp.Or(downErr, err)
 	if err != nil {
 		return o.Up.Sub(o.Down).Seconds(), err.Error()
 	}
@@ -521,36 +720,53 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// readStreams reads every stored event and dead letter of the run.
-func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string) error {
+// readStreams reads every stored event and dead letter of the run. Each is
+// decoded strictly (unknown fields refused) into the type of its subject;
+// one that does not decode is recorded in ev.Undecodable, never dropped.
+func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("chaos: jetstream: %w", err)
 	}
 	ev.Outcomes = map[loadgen.OrderKey][]OutcomeEvent{}
-	ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{}
-	ev.Payments = map[loadgen.OrderKey][]string{}
+	ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{}
+	ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{}
 	s := events.Subjects{}
+	undecodable := func(stream string, m jetstream.Msg, err error) {
+		u := Undecodable{Stream: stream, Subject: m.Subject(), Error: err.Error()}
+		if md, merr := m.Metadata(); merr == nil {
+			u.Sequence = md.Sequence.Stream
+		}
+		ev.Undecodable = append(ev.Undecodable, u)
+	}
 	err = readAll(ctx, js, events.StreamEvents, func(m jetstream.Msg) {
 		switch m.Subject() {
 		case s.PrepayCreated():
 			var e events.PrepayCreated
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
 		case s.PrepayFailed():
 			var e events.PrepayFailed
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
 		case s.PaymentSucceeded():
 			var e events.PaymentSucceeded
-			if json.Unmarshal(m.Data(), &e) == nil {
-				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-				ev.Payments[k] = append(ev.Payments[k], e.CombineTransactionID)
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
 			}
+			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
+			ev.Payments[k] = append(ev.Payments[k], e)
+		default:
+			undecodable(events.StreamEvents, m, errors.New("subject of no event type"))
 		}
 	})
 	if err != nil {
@@ -558,28 +774,47 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string)
 	}
 	return readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
 		var dl events.DeadLetter
-		if json.Unmarshal(m.Data(), &dl) != nil {
-			ev.UnkeyedDeadLetters++
+		if err := decodeStrict(m.Data(), &dl); err != nil {
+			undecodable(events.StreamDeadLetters, m, err)
 			return
 		}
 		k := loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}
 		if k.OutTradeNo == "" {
-			// Read the order from the job itself, leniently.
-			var job struct {
-				Request struct {
-					MchID      string `json:"combine_mchid"`
-					OutTradeNo string `json:"combine_out_trade_no"`
-				} `json:"request"`
-			}
-			_ = json.Unmarshal(dl.OriginalData, &job)
-			k = loadgen.OrderKey{MchID: job.Request.MchID, OutTradeNo: job.Request.OutTradeNo}
+			k = jobKey(dl.OriginalData)
 		}
 		if k.OutTradeNo == "" {
 			ev.UnkeyedDeadLetters++
 			return
 		}
-		ev.DeadLetters[k] = append(ev.DeadLetters[k], dl.Reason)
+		ev.DeadLetters[k] = append(ev.DeadLetters[k], DeadLetterRecord{Reason: dl.Reason, StreamSequence: dl.StreamSequence})
 	})
+}
+
+// jobKey reads the order of a job body leniently, as a malformed job may
+// still name it.
+func jobKey(data []byte) loadgen.OrderKey {
+	var job struct {
+		Request struct {
+			MchID      string `json:"combine_mchid"`
+			OutTradeNo string `json:"combine_out_trade_no"`
+		} `json:"request"`
+	}
+	_ = json.Unmarshal(data, &job)
+	return loadgen.OrderKey{MchID: job.Request.MchID, OutTradeNo: job.Request.OutTradeNo}
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields and
+// trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // readAll hands every message of a stream to f, in order.

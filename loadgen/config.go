@@ -131,6 +131,10 @@ type Config struct {
 	// CreateCountsFunc reads the simulator's create counts after the run.
 	// Defaults to nil: not checked.
 	CreateCountsFunc CreateCountsFunc
+	// RecordFunc reads the simulator's record of every order after the run,
+	// and the tally judges the events by it (Tally.ReportRecord); it
+	// supersedes CreateCountsFunc. Defaults to nil: not checked.
+	RecordFunc RecordFunc
 	// MaxCreatesPerOrder flags an order the simulator saw more often (with
 	// faults off and a working idempotency store, 1). Defaults to 0: not
 	// checked.

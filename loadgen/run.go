@@ -139,13 +139,23 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	r.stopMu.Unlock()
 	r.payWG.Wait()
 
-	var creates map[OrderKey]int
-	if cfg.CreateCountsFunc != nil && runErr == nil {
-		if creates, err = cfg.CreateCountsFunc(ctx, r.tally.Keys()); err != nil {
-			runErr = fmt.Errorf("loadgen: simulator create counts: %w", err)
+	var rep *Report
+	switch {
+	case cfg.RecordFunc != nil && runErr == nil:
+		record, err := cfg.RecordFunc(ctx, r.tally.Keys())
+		if err != nil {
+			runErr = fmt.Errorf("loadgen: simulator record: %w", err)
 		}
+		rep = r.tally.ReportRecord(record, cfg.MaxCreatesPerOrder)
+	default:
+		var creates map[OrderKey]int
+		if cfg.CreateCountsFunc != nil && runErr == nil {
+			if creates, err = cfg.CreateCountsFunc(ctx, r.tally.Keys()); err != nil {
+				runErr = fmt.Errorf("loadgen: simulator create counts: %w", err)
+			}
+		}
+		rep = r.tally.Report(creates, cfg.MaxCreatesPerOrder)
 	}
-	rep := r.tally.Report(creates, cfg.MaxCreatesPerOrder)
 	rep.Seed, rep.Flavour = cfg.Seed, cfg.Flavour
 	rep.StartedAt, rep.FinishedAt = r.started, cfg.NowFunc()
 	return rep, runErr
@@ -373,6 +383,7 @@ func (r *runner) onDeadLetter(msg jetstream.Msg) {
 func (r *runner) decode(msg jetstream.Msg, v any) bool {
 	if err := json.Unmarshal(msg.Data(), v); err != nil {
 		r.log.Warn("undecodable event", slog.String("subject", msg.Subject()), slog.Any("error", err))
+		r.tally.Undecodable(msg.Subject(), err)
 		return false
 	}
 	return true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/wechat"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
 
 // Violation kinds; see the package documentation.
@@ -27,6 +28,14 @@ const (
 	ViolationSimCreateMissing  = "sim_create_missing"
 	ViolationSimTooManyCreates = "sim_too_many_creates"
 	ViolationSimCreatedInvalid = "sim_created_invalid"
+	// Judged by WeChat Pay's record (ReportRecord).
+	ViolationPrepayNotIssued  = "prepay_not_issued"
+	ViolationFailedButCreated = "failed_but_created"
+	ViolationPaymentMismatch  = "payment_mismatch"
+	ViolationUnpaidPayment    = "payment_for_unpaid_order"
+	// Judged by the streams alone.
+	ViolationDeadLetters = "multiple_dead_letters"
+	ViolationUndecodable = "undecodable_event"
 )
 
 // maxListedViolations caps Report.Violations; Report.ViolationCounts counts
@@ -63,11 +72,14 @@ type order struct {
 	outcomes    []outcome
 	firstAt     time.Time // stream time of the first outcome
 	deadLetters int
+	deadSeqs    []uint64 // the dead-lettered jobs' stream sequences
 	payAsked    bool
 	payFailed   bool
-	paymentTxns []string // distinct combine_transaction_ids
-	// acked and failedPublishes count the order's publications.
-	acked, failedPublishes int
+	paymentTxns []string                  // distinct combine_transaction_ids
+	payments    []events.PaymentSucceeded // the first event of each
+	// acked and failedPublishes count the order's publications; stored
+	// those JetStream stored (acknowledged and not a dropped duplicate).
+	acked, failedPublishes, stored int
 }
 
 // expected reports whether the order must have an outcome: at least one of
@@ -152,6 +164,9 @@ func (t *Tally) Acked(j *Job, dropped bool, at time.Time) {
 	}
 	if o := t.orders[j.Key]; o != nil {
 		o.acked++
+		if !dropped {
+			o.stored++
+		}
 	}
 }
 
@@ -235,6 +250,15 @@ func (t *Tally) DeadLettered(dl *events.DeadLetter) {
 		return
 	}
 	o.deadLetters++
+	o.deadSeqs = append(o.deadSeqs, dl.StreamSequence)
+}
+
+// Undecodable records a stored message of subject that did not decode: a
+// violation, never a silent drop.
+func (t *Tally) Undecodable(subject string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unknown = append(t.unknown, Violation{Kind: ViolationUndecodable, Detail: subject + ": " + err.Error()})
 }
 
 // PayRequested records that an order was paid (err nil) or that paying it
@@ -263,6 +287,7 @@ func (t *Tally) PaymentSucceeded(ev *events.PaymentSucceeded) {
 		return
 	}
 	o.paymentTxns = append(o.paymentTxns, ev.CombineTransactionID)
+	o.payments = append(o.payments, *ev)
 }
 
 // Pending answers how many expected orders still lack an outcome, how many
@@ -315,6 +340,30 @@ func (t *Tally) sortedKeys() []OrderKey {
 func (t *Tally) Report(creates map[OrderKey]int, maxCreates int) *Report {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.report(creates, nil, maxCreates)
+}
+
+// ReportRecord is Report judged by WeChat Pay's record as well: record
+// holds the simulator's view of each order it saw (RecordFunc). Every
+// published prepay_id must be one the simulator issued for that order; an
+// order the simulator created (and did not close) or that was paid must have
+// no failure; an order is paid when every sub-order is, and then its payment
+// event must carry the simulator's transaction ids and amounts for every
+// sub-order; an unpaid order has no payment event.
+func (t *Tally) ReportRecord(record map[OrderKey]wechatsim.OrderInfo, maxCreates int) *Report {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	creates := make(map[OrderKey]int, len(record))
+	for k, info := range record {
+		creates[k] = info.CreateCalls
+	}
+	if record == nil {
+		record = map[OrderKey]wechatsim.OrderInfo{}
+	}
+	return t.report(creates, record, maxCreates)
+}
+
+func (t *Tally) report(creates map[OrderKey]int, record map[OrderKey]wechatsim.OrderInfo, maxCreates int) *Report {
 	r := &Report{
 		RunID: t.runID,
 		Published: PublishedCounts{
@@ -379,6 +428,10 @@ func (t *Tally) Report(creates map[OrderKey]int, maxCreates int) *Report {
 			r.Sim.MaxPerOrder = max(r.Sim.MaxPerOrder, n)
 			checkCreates(key, o, n, maxCreates, add)
 		}
+		if record != nil {
+			info, ok := record[key]
+			checkRecord(key, o, info, ok, add)
+		}
 	}
 	r.OK = r.ViolationTotal == 0
 	return r
@@ -415,6 +468,23 @@ func (t *Tally) check(key OrderKey, o *order, add func(Violation)) {
 	if o.kind != KindValid && o.deadLetters == 0 {
 		add(Violation{ViolationMissingDeadLetter, key, fmt.Sprintf("%s job was not dead-lettered", o.kind)})
 	}
+	seqs := map[uint64]int{}
+	for _, seq := range o.deadSeqs {
+		if seq != 0 {
+			seqs[seq]++
+		}
+	}
+	for seq, n := range seqs {
+		if n > 1 {
+			add(Violation{ViolationDeadLetters, key, fmt.Sprintf("job %d dead-lettered %d times", seq, n)})
+		}
+	}
+	switch {
+	case o.kind == KindValid && o.deadLetters > 1:
+		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("valid order dead-lettered %d times", o.deadLetters)})
+	case o.deadLetters > max(o.stored, 1):
+		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("%d dead letters for %d stored jobs", o.deadLetters, o.stored)})
+	}
 	if o.payAsked && !o.payFailed {
 		switch len(o.paymentTxns) {
 		case 0:
@@ -437,6 +507,36 @@ func checkCreates(key OrderKey, o *order, n, maxCreates int, add func(Violation)
 		add(Violation{ViolationSimCreatedInvalid, key, fmt.Sprintf("%s job reached the simulator %d times", o.kind, n)})
 	case maxCreates > 0 && n > maxCreates:
 		add(Violation{ViolationSimTooManyCreates, key, fmt.Sprintf("simulator saw %d creates, at most %d expected", n, maxCreates)})
+	}
+}
+
+// checkRecord adds the violations of one order judged by the simulator's
+// record of it (ok false: the simulator never saw it).
+func checkRecord(key OrderKey, o *order, info wechatsim.OrderInfo, ok bool, add func(Violation)) {
+	refs := IssuedRefs(info)
+	state := SimState(info, ok)
+	for _, oc := range o.outcomes {
+		switch {
+		case oc.created && !slices.Contains(refs, oc.ref):
+			add(Violation{ViolationPrepayNotIssued, key, fmt.Sprintf("published reference %q is not one the simulator issued for this order (%v)", oc.ref, refs)})
+		case !oc.created && oc.code != events.CodeOrderNumberConflict && state != "" && state != wechat.TradeStateClosed:
+			add(Violation{ViolationFailedButCreated, key, fmt.Sprintf("failed %s, but the simulator holds the order as %s", oc.code, state)})
+		}
+	}
+	paid := state == wechat.TradeStateSuccess
+	switch {
+	case !paid && len(o.payments) > 0:
+		add(Violation{ViolationUnpaidPayment, key, fmt.Sprintf("payment event, but the simulator holds the order as %q", state)})
+	case paid && len(o.payments) == 0 && (!o.payAsked || o.payFailed):
+		add(Violation{ViolationMissingPayment, key, "the simulator holds the order as paid, and no payment event came"})
+	}
+	if !paid {
+		return
+	}
+	for i := range o.payments {
+		if d := PaymentMismatch(&o.payments[i], info.Order); d != "" {
+			add(Violation{ViolationPaymentMismatch, key, fmt.Sprintf("payment event %s: %s", o.payments[i].CombineTransactionID, d)})
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/wechat"
+	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
 
 // scenario drives a tally with synthetic publications and events.
@@ -44,6 +45,11 @@ func (s *scenario) failed(n, code string) {
 func (s *scenario) dead(n string) {
 	k := key(n)
 	s.t.DeadLettered(&events.DeadLetter{Reason: events.ReasonInvalid, CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo})
+}
+
+func (s *scenario) deadSeq(n string, seq uint64) {
+	k := key(n)
+	s.t.DeadLettered(&events.DeadLetter{Reason: events.ReasonInvalid, CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, StreamSequence: seq})
 }
 
 func (s *scenario) paid(n, txn string) {
@@ -237,5 +243,139 @@ func TestLatencyOf(t *testing.T) {
 	}
 	if got := latencyOf(nil); got != (Latency{}) {
 		t.Errorf("latencyOf(nil) = %+v, want zero", got)
+	}
+}
+
+// record answers the simulator's record of order n: created with prepay_id
+// wxn, two sub-orders in state (paid ones with transaction ids).
+func record(n, state string) wechatsim.OrderInfo {
+	k := key(n)
+	o := &wechat.CombineOrder{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo}
+	for i, no := range []string{"A", "B"} {
+		so := wechat.OrderSubOrder{MchID: k.MchID, OutTradeNo: n + no, TradeState: state, Amount: wechat.Amount{TotalAmount: int64(100 * (i + 1)), Currency: "CNY"}}
+		if state == wechat.TradeStateSuccess {
+			so.TransactionID, so.Amount.PayerAmount = "4200"+n+no, so.Amount.TotalAmount
+		}
+		o.SubOrders = append(o.SubOrders, so)
+	}
+	return wechatsim.OrderInfo{MchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, CreateCalls: 1, Outcomes: map[string]int{"ok:wx" + n: 1}, Order: o}
+}
+
+// halfPaid answers order n paid in its first sub-order only.
+func halfPaid(n string) wechatsim.OrderInfo {
+	info := record(n, wechat.TradeStateSuccess)
+	info.Order.SubOrders[1].TradeState = wechat.TradeStateNotPay
+	return info
+}
+
+// payment answers the payment event that matches a paid record.
+func payment(info wechatsim.OrderInfo) *events.PaymentSucceeded {
+	p := &events.PaymentSucceeded{CombineMchID: info.MchID, CombineOutTradeNo: info.CombineOutTradeNo, CombineTransactionID: "4200C" + info.CombineOutTradeNo}
+	for _, so := range info.Order.SubOrders {
+		p.SubOrders = append(p.SubOrders, events.PaidSubOrder{MchID: so.MchID, OutTradeNo: so.OutTradeNo, TransactionID: so.TransactionID, TradeState: so.TradeState,
+			Amount: events.PaidAmount{TotalAmount: so.Amount.TotalAmount, Currency: so.Amount.Currency, PayerAmount: so.Amount.PayerAmount}})
+	}
+	return p
+}
+
+// TestTally_Record covers each violation judged by WeChat Pay's record
+// (ReportRecord) and by the streams' contents, one crafted record each.
+func TestTally_Record(t *testing.T) {
+	tests := []struct {
+		name   string
+		play   func(s *scenario)
+		record map[OrderKey]wechatsim.OrderInfo
+		want   map[string]int
+	}{
+		{"created as the simulator issued", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{}},
+		{"invented prepay_id", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wxINVENTED", time.Millisecond)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationPrepayNotIssued: 1}},
+		{"created at WeChat Pay, reported failed", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", events.CodeRetriesExhausted)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationFailedButCreated: 1}},
+		{"paid at WeChat Pay, reported failed", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", "INVALID_REQUEST")
+			s.t.PaymentSucceeded(payment(record("1", wechat.TradeStateSuccess)))
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{ViolationFailedButCreated: 1}},
+		{"closed at WeChat Pay, reported failed", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", "ORDER_CLOSED")
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateClosed)}, map[string]int{}},
+		{"payment matching every sub-order", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.t.PaymentSucceeded(payment(record("1", wechat.TradeStateSuccess)))
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{}},
+		{"payment with another sub-order transaction id", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			p := payment(record("1", wechat.TradeStateSuccess))
+			p.SubOrders[1].TransactionID = "4200FORGED"
+			s.t.PaymentSucceeded(p)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{ViolationPaymentMismatch: 1}},
+		{"payment with another amount", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			p := payment(record("1", wechat.TradeStateSuccess))
+			p.SubOrders[0].Amount.TotalAmount = 1
+			s.t.PaymentSucceeded(p)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{ViolationPaymentMismatch: 1}},
+		{"paid means every sub-order", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.t.PaymentSucceeded(payment(record("1", wechat.TradeStateSuccess)))
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): halfPaid("1")}, map[string]int{ViolationUnpaidPayment: 1}},
+		{"paid at the simulator without a payment event", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{ViolationMissingPayment: 1}},
+		{"one job dead-lettered twice", func(s *scenario) {
+			s.send("1", KindInvalid)
+			s.failed("1", events.CodeInvalidJob)
+			s.deadSeq("1", 7)
+			s.deadSeq("1", 7)
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 2}},
+		{"a valid order dead-lettered twice", func(s *scenario) {
+			j := s.send("1", KindValid)
+			late := *j
+			late.Duplicate, late.LateDuplicate = true, true
+			s.t.Sent(&late)
+			s.t.Acked(&late, false, s.start)
+			s.failed("1", events.CodeRetriesExhausted)
+			s.deadSeq("1", 7)
+			s.deadSeq("1", 9)
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 1}},
+		{"each stored copy of an invalid job dead-lettered once", func(s *scenario) {
+			j := s.send("1", KindInvalid)
+			late := *j
+			late.Duplicate, late.LateDuplicate = true, true
+			s.t.Sent(&late)
+			s.t.Acked(&late, false, s.start)
+			s.failed("1", events.CodeInvalidJob)
+			s.deadSeq("1", 7)
+			s.deadSeq("1", 9)
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{}},
+		{"an event that does not decode", func(s *scenario) {
+			s.send("1", KindValid)
+			s.created("1", "wx1", time.Millisecond)
+			s.t.Undecodable(events.SubjectPrepayCreated, errors.New("invalid character"))
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationUndecodable: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newScenario()
+			tt.play(s)
+			r := s.t.ReportRecord(tt.record, 0)
+			if diff := cmp.Diff(tt.want, r.ViolationCounts); diff != "" {
+				t.Errorf("violation counts (-want +got):\n%s\nviolations: %+v", diff, r.Violations)
+			}
+		})
 	}
 }

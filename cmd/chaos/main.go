@@ -1,8 +1,11 @@
-// Command chaos runs the chaos suite (package chaos): real nats-server,
+// Command chaos runs the chaos suite (package chaos): real nats-server
+// (built from the version in go.mod unless -nats-server names one),
 // redis-server, wechatsim with faults on, three workers and the notifier,
-// fed by the load generator while workers are SIGKILLed and the servers
-// restarted; then it checks the invariants, prints them and writes
-// report.json. It exits 0 when every invariant holds, 1 on a violation and
+// fed by the load generator while workers are SIGKILLed, the servers
+// restarted, Redis wiped and kept down past the redelivery schedule, acks
+// lost, answers withheld, the clock skewed, records expired, jobs oversized
+// and creates answered 503; then it checks the invariants against WeChat
+// Pay's record (the simulator's), prints them and writes report.json. It exits 0 when every invariant holds, 1 on a violation and
 // 2 when the run could not be carried out.
 //
 //	go run ./cmd/chaos -orders 10000            # make chaos
@@ -58,6 +61,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the schedule, the fault dice and the orders (default random, printed)")
 	fs.DurationVar(&cfg.Timeout, "timeout", chaos.TimeoutDefault, "bound of the whole run")
 	fs.Var(&env, "worker-env", "extra worker setting NAME=VALUE (repeatable)")
+	fs.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary (default: "+chaos.NATSServerModule+" built at the go.mod version)")
+	fs.IntVar(&cfg.RedisWipes, "redis-wipes", chaos.RedisWipesDefault, "Redis restarts WITHOUT its data (-1: none)")
+	fs.IntVar(&cfg.RedisOutages, "redis-outages", chaos.RedisOutagesDefault, "Redis outages longer than the redelivery schedule (-1: none)")
+	fs.DurationVar(&cfg.RedisOutage, "redis-outage", 0, "length of each long Redis outage (default: the redelivery schedule + 20s)")
+	fs.Float64Var(&cfg.AckDropShare, "ack-drop", chaos.AckDropShareDefault, "share of orders whose jobs' acks are lost after the outcome, to the last delivery (-1: none)")
+	fs.Float64Var(&cfg.UnknownOutcomeShare, "unknown-outcomes", chaos.UnknownOutcomeShareDefault, "share of orders whose creates commit and never answer, to the delivery limit (-1: none)")
+	fs.IntVar(&cfg.ClockSkews, "clock-skews", chaos.ClockSkewsDefault, "windows of a skewed worker clock (401 SIGN_ERROR), each followed by a dead-letter replay (-1: none)")
+	fs.DurationVar(&cfg.ClockSkewWindow, "clock-skew-window", chaos.ClockSkewWindowDefault, "length of each clock-skew window")
+	fs.DurationVar(&cfg.OutcomeTTL, "outcome-ttl", chaos.OutcomeTTLDefault, "the workers' IDEMPOTENCY_OUTCOME_TTL")
+	fs.IntVar(&cfg.LateAfterTTL, "late-after-ttl", chaos.LateAfterTTLDefault, "created and paid orders published again after their record expired (-1: none)")
+	fs.IntVar(&cfg.MaxJobBytes, "max-job-bytes", chaos.MaxJobBytesDefault, "the workers' MAX_JOB_BYTES")
+	fs.IntVar(&cfg.OversizedJobs, "oversized", chaos.OversizedJobsDefault, "jobs of exactly MAX_JOB_BYTES, and as many one byte past it (-1: none)")
+	fs.Float64Var(&cfg.ServiceUnavailableRate, "service-unavailable", chaos.ServiceUnavailableDefault, "share of create calls answered 503 SERVICE_UNAVAILABLE (-1: none)")
+	fs.BoolVar(&cfg.ServiceUnavailableFromSimulator, "service-unavailable-from-simulator", false, "ask the simulator for the 503s (its -service-unavailable-rate) instead of the recording proxy")
+	fs.DurationVar(&cfg.DrainWait, "drain-wait", 0, "bound on waiting for the jobs stream to empty after the load (default: AckWait × (MaxDeliver+1) + 30s)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -55,7 +55,7 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 	}
 	wAdmin := freeAddr(t)
 	worker := s.start(t, "worker", []string{
-		"NATS_URL=" + n.URL, "IDEMPOTENCY_BACKEND=redis", "REDIS_ADDRS=" + r.Addr,
+		"NATS_URL=" + n.URL, "IDEMPOTENCY_BACKEND=redis", "REDIS_ADDRS=" + r.Addr, "IDEMPOTENCY_ALLOW_VOLATILE=true",
 		"WECHAT_BASE_URL=" + simURL, "WECHAT_FLAVOUR=merchant", "WECHAT_MERCHANTS=" + s.mchID,
 		"WECHAT_MERCHANT_DIR=" + s.merchantDir, "ADMIN_ADDR=" + wAdmin, "LOG_LEVEL=debug",
 		// Fail fast: two calls per delivery, two deliveries.
@@ -197,7 +197,7 @@ func registerKeys(t *testing.T, s *setup, sc *securitytest.Scanner) {
 }
 
 // driveJobs publishes jobs through every path of the worker: valid,
-// duplicate, invalid and malformed jobs, rejected orders (an appid not bound
+// duplicate, invalid and malformed jobs, configuration errors (an appid not bound
 // to the merchant, an unknown sub-merchant, a merchant without credentials),
 // and every WeChat Pay fault in turn. It answers the orders published.
 func driveJobs(t *testing.T, s *setup, nc *nats.Conn, simURL, notifyURL string) []loadgen.OrderKey {
@@ -367,7 +367,7 @@ func driveBadConfigs(t *testing.T, s *setup, b map[string]string, redisAddr stri
 	}
 	closed := freeAddr(t)
 	natsWithPassword := "nats://orderworker:" + natsPassword + "@" + closed
-	common := []string{"WECHAT_FLAVOUR=merchant", "WECHAT_MERCHANTS=" + s.mchID, "LOG_LEVEL=debug", "IDEMPOTENCY_BACKEND=redis"}
+	common := []string{"WECHAT_FLAVOUR=merchant", "WECHAT_MERCHANTS=" + s.mchID, "LOG_LEVEL=debug", "IDEMPOTENCY_BACKEND=redis", "IDEMPOTENCY_ALLOW_VOLATILE=true"}
 	runs := []struct {
 		name    string
 		bin     string
@@ -469,7 +469,7 @@ func storedMessages(t *testing.T, nc *nats.Conn) ([]source, []deadLetterSource) 
 			}
 		}
 	}
-	for _, r := range []events.Reason{events.ReasonMalformed, events.ReasonInvalid, events.ReasonRejected, events.ReasonMaxDeliveries} {
+	for _, r := range []events.Reason{events.ReasonMalformed, events.ReasonInvalid, events.ReasonConfiguration, events.ReasonMaxDeliveries} {
 		if reasons[r] == 0 {
 			t.Errorf("no dead letter with reason %s: that error path was not driven (got %v)", r, reasons)
 		}

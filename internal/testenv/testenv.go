@@ -43,9 +43,31 @@ type Redis struct {
 	cmd *exec.Cmd
 }
 
+// SkipMissingEnv names the environment setting that turns a missing server
+// binary from a test failure into a skip. Without it a machine lacking
+// redis-server fails every test that needs one, so that a green run cannot
+// hide tests that never ran.
+const SkipMissingEnv = "TESTENV_SKIP_MISSING"
+
+// RedisInstallHint is how to install the server the tests need.
+const RedisInstallHint = "apt-get install redis-server"
+
+// RequireRedis fails the test, naming the install command, when redis-server
+// is not on PATH; with TESTENV_SKIP_MISSING=1 it skips it instead.
+func RequireRedis(tb testing.TB) {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv(SkipMissingEnv) == "1" {
+			tb.Skipf("redis-server not installed (skipped because %s=1)", SkipMissingEnv)
+		}
+		tb.Fatalf("redis-server is not installed (%v): install it (%s) or set %s=1 to skip the tests that need it",
+			err, RedisInstallHint, SkipMissingEnv)
+	}
+}
+
 // StartRedis starts redis-server on a free port, without persistence, and
-// stops it when the test ends. The test is skipped when redis-server is not
-// installed and TESTENV_REQUIRE is unset; CI sets it so that nothing skips.
+// stops it when the test ends. A missing redis-server fails the test (see
+// RequireRedis).
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
 	return StartRedisWith(tb)
@@ -56,16 +78,17 @@ func StartRedis(tb testing.TB) *Redis {
 // ("--tls-port", …). The plain port stays open: Start waits on it.
 func StartRedisWith(tb testing.TB, args ...string) *Redis {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("TESTENV_REQUIRE") != "" {
-			tb.Fatalf("redis-server not installed: %v", err)
-		}
-		tb.Skip("redis-server not installed")
-	}
-	r := &Redis{tb: tb, dir: tb.TempDir(), port: FreePort(tb), args: args}
-	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
+	RequireRedis(tb)
+	r := newRedis(tb, tb.TempDir(), FreePort(tb), args...)
 	r.Start()
 	tb.Cleanup(r.Stop)
+	return r
+}
+
+// newRedis answers a stopped server of port with its files in dir.
+func newRedis(tb testing.TB, dir string, port int, args ...string) *Redis {
+	r := &Redis{tb: tb, dir: dir, port: port, args: args}
+	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
 	return r
 }
 
