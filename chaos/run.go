@@ -59,8 +59,11 @@ const (
 	OutcomeTTLDefault          = 45 * time.Second
 	LateAfterTTLDefault        = 6
 	OversizedJobsDefault       = 2
-	MaxJobBytesDefault         = 800 << 10
-	ServiceUnavailableDefault  = 0.02
+	// MaxJobBytesDefault is close to the largest MAX_JOB_BYTES whose dead
+	// letter (base64, 4/3 of the job) still fits NATS's 1 MiB max_payload;
+	// the worker refuses larger settings at start.
+	MaxJobBytesDefault        = 740 << 10
+	ServiceUnavailableDefault = 0.02
 
 	// The worker's delivery settings in a run: short, so that a job can
 	// reach the delivery limit within minutes. RedeliverySchedule is the
