@@ -21,7 +21,7 @@ import (
 // is not yet validated: call Validate.
 func DecodeCreateRequest(data []byte) (*CombineOrderRequest, error) {
 	var req CombineOrderRequest
-	if err := CheckJSON(data, &req); err != nil {
+	if err := checkJSON(data, &req, true); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, &req); err != nil {
@@ -33,40 +33,54 @@ func DecodeCreateRequest(data []byte) (*CombineOrderRequest, error) {
 // CheckJSON checks that data is a JSON document of the shape of v (a
 // pointer to a struct of this package) under the strict reading of
 // DecodeCreateRequest, without decoding it. A problem is a
-// *ValidationError naming the JSON pointer.
-func CheckJSON(data []byte, v any) error {
+// *ValidationError naming the JSON pointer. Unlike DecodeCreateRequest it
+// does not require the fields without omitempty: Validate names those.
+func CheckJSON(data []byte, v any) error { return checkJSON(data, v, false) }
+
+// checkJSON is CheckJSON; with requireAll a field without omitempty must be
+// present, as it is in every body this package marshals.
+func checkJSON(data []byte, v any, requireAll bool) error {
 	if !json.Valid(data) {
 		if !utf8.Valid(data) {
 			return &ValidationError{Issue: "body is not valid UTF-8"}
 		}
 		return &ValidationError{Issue: "body is not valid JSON"}
 	}
-	if e := checkValue(json.RawMessage(bytes.TrimSpace(data)), reflect.TypeOf(v).Elem(), ""); e != nil {
+	c := checker{requireAll: requireAll}
+	if e := c.value(json.RawMessage(bytes.TrimSpace(data)), reflect.TypeOf(v).Elem(), ""); e != nil {
 		return e
 	}
 	return nil
 }
 
-// jsonFields answers a struct type's JSON field names and types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
+// jsonFields answers a struct type's JSON field names and types, and the
+// names of the fields without omitempty, in declaration order.
+func jsonFields(t reflect.Type) (map[string]reflect.Type, []string) {
 	out := make(map[string]reflect.Type, t.NumField())
+	var always []string
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "" || name == "-" || !f.IsExported() {
 			continue
 		}
 		out[name] = f.Type
+		if !strings.Contains(opts, "omitempty") {
+			always = append(always, name)
+		}
 	}
-	return out
+	return out, always
 }
+
+// checker walks a JSON value against a Go type.
+type checker struct{ requireAll bool }
 
 // escapePointer escapes a key as a JSON pointer token (RFC 6901).
 func escapePointer(k string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
 }
 
-func checkValue(raw json.RawMessage, t reflect.Type, ptr string) *ValidationError {
+func (c checker) value(raw json.RawMessage, t reflect.Type, ptr string) *ValidationError {
 	if string(raw) == "null" {
 		return &ValidationError{Field: ptr, Issue: "must not be null: omit an optional field instead"}
 	}
@@ -85,7 +99,7 @@ func checkValue(raw json.RawMessage, t reflect.Type, ptr string) *ValidationErro
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return fail("an object")
 		}
-		fields := jsonFields(t)
+		fields, always := jsonFields(t)
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -98,8 +112,13 @@ func checkValue(raw json.RawMessage, t reflect.Type, ptr string) *ValidationErro
 			if !ok {
 				return &ValidationError{Field: p, Issue: "is not a field of this request (keys are case-sensitive)"}
 			}
-			if e := checkValue(m[k], ft, p); e != nil {
+			if e := c.value(m[k], ft, p); e != nil {
 				return e
+			}
+		}
+		for _, k := range always {
+			if _, ok := m[k]; !ok && c.requireAll {
+				return &ValidationError{Field: ptr + "/" + escapePointer(k), Issue: "is required"}
 			}
 		}
 	case reflect.Slice:
@@ -111,7 +130,7 @@ func checkValue(raw json.RawMessage, t reflect.Type, ptr string) *ValidationErro
 			return fail("an array")
 		}
 		for i, it := range items {
-			if e := checkValue(it, t.Elem(), ptr+"/"+strconv.Itoa(i)); e != nil {
+			if e := c.value(it, t.Elem(), ptr+"/"+strconv.Itoa(i)); e != nil {
 				return e
 			}
 		}

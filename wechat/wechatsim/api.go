@@ -95,7 +95,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkHeaders refuses a request without a User-Agent ("微信支付API v3将拒绝
-//处理无User-Agent的请求") or whose Accept does not admit application/json
+// 处理无User-Agent的请求") or whose Accept does not admit application/json
 // ("请求须设置HTTP头部 Accept: application/json"). Accept */* and
 // application/* admit JSON: the official Go SDK sends */*.
 func checkHeaders(r *http.Request) *apiError {

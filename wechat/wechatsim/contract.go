@@ -13,8 +13,13 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
 	"sigs.k8s.io/yaml"
 )
+
+// englishPrinter formats schema violations.
+var englishPrinter = message.NewPrinter(language.English)
 
 // contractFiles are the OpenAPI descriptions of the combine endpoints,
 // vendored from TheNorthMemory/wechatpay-openapi and corrected where the
@@ -186,7 +191,7 @@ func collect(ve *jsonschema.ValidationError, out *[]rankedViolation) {
 			add(3, pointer(ve.InstanceLocation, m), "is required")
 		}
 	default:
-		add(2, pointer(ve.InstanceLocation), strings.TrimSpace(ve.ErrorKind.LocalizedString(nil)))
+		add(2, pointer(ve.InstanceLocation), strings.TrimSpace(ve.ErrorKind.LocalizedString(englishPrinter)))
 	}
 }
 

@@ -57,8 +57,8 @@ type order struct {
 	states      []string // trade_state per sub-order
 	successTime time.Time
 	payerOpenID string
-	txIDs       []string  // per sub-order, once paid
-	payer       []int64   // payer_amount per sub-order, once paid
+	txIDs       []string // per sub-order, once paid
+	payer       []int64  // payer_amount per sub-order, once paid
 	promotions  [][]wechat.Promotion
 
 	notifyAttempts  int
@@ -120,7 +120,7 @@ var (
 	// errOrderPaid answers a create or close of a paid order: "订单已支付"
 	// (268449538 in the troubleshooting handbook) under INVALID_REQUEST,
 	// the code WeChat Pay files business-state refusals under.
-	errOrderPaid = &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST", message: "订单已支付"}
+	errOrderPaid     = &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST", message: "订单已支付"}
 	errNoTradeUsed   = &apiError{status: http.StatusForbidden, code: "OUT_TRADE_NO_USED", message: "商户订单号重复"}
 	errCloseMismatch = &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST",
 		message: "输入的请求非法,请求关单的子单信息与下单时的子单信息不一致"}

@@ -49,20 +49,20 @@ type h5Body struct {
 }
 
 type subBody struct {
-	MchID            string          `json:"mchid"`
-	SubMchID         *string         `json:"sub_mchid,omitempty"`
-	SubAppID         *string         `json:"sub_appid,omitempty"`
-	IndividualAuthID *string         `json:"individual_auth_id,omitempty"`
-	IndividualName   *string         `json:"individual_name,omitempty"`
-	OrderServiceType *string         `json:"order_service_type,omitempty"`
-	Attach           string          `json:"attach"`
-	Amount           amountBody      `json:"amount"`
-	OutTradeNo       string          `json:"out_trade_no"`
-	Detail           *string         `json:"detail,omitempty"`
-	Description      string          `json:"description"`
-	GoodsTag         *string         `json:"goods_tag,omitempty"`
-	SettleInfo       *settleBody     `json:"settle_info,omitempty"`
-	ProfitSharing    *bool           `json:"profit_sharing,omitempty"`
+	MchID            string      `json:"mchid"`
+	SubMchID         *string     `json:"sub_mchid,omitempty"`
+	SubAppID         *string     `json:"sub_appid,omitempty"`
+	IndividualAuthID *string     `json:"individual_auth_id,omitempty"`
+	IndividualName   *string     `json:"individual_name,omitempty"`
+	OrderServiceType *string     `json:"order_service_type,omitempty"`
+	Attach           string      `json:"attach"`
+	Amount           amountBody  `json:"amount"`
+	OutTradeNo       string      `json:"out_trade_no"`
+	Detail           *string     `json:"detail,omitempty"`
+	Description      string      `json:"description"`
+	GoodsTag         *string     `json:"goods_tag,omitempty"`
+	SettleInfo       *settleBody `json:"settle_info,omitempty"`
+	ProfitSharing    *bool       `json:"profit_sharing,omitempty"`
 }
 
 type amountBody struct {

@@ -164,4 +164,3 @@ func (s *Server) Flavour() wechat.Flavour { return s.cfg.Flavour }
 
 // Platform answers the keys that sign answers and notifications.
 func (s *Server) Platform() *Platform { return s.cfg.Platform }
-
