@@ -2,7 +2,6 @@ package wechatsim
 
 import (
 	"bytes"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,32 +14,26 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
-	"sigs.k8s.io/yaml"
+
+	"github.com/wxcombine/orderworker/wechat/wechatsim/contract"
 )
 
 // englishPrinter formats schema violations.
 var englishPrinter = message.NewPrinter(language.English)
-
-// contractFiles are the OpenAPI descriptions of the combine endpoints,
-// vendored from TheNorthMemory/wechatpay-openapi and corrected where the
-// official request tables say otherwise (contract/CORRECTIONS.md).
-//
-//go:embed contract/*.yaml
-var contractFiles embed.FS
 
 // Contract operations: the create endpoints by trade type, and close.
 const (
 	contractClose = "close"
 )
 
-// contract holds the compiled request-body schema of every endpoint, keyed
+// contractSchemas holds the compiled request-body schema of every endpoint, keyed
 // by trade type ("app", …) or "close".
-type contract struct {
+type contractSchemas struct {
 	schemas map[string]*jsonschema.Schema
 }
 
-var loadContract = sync.OnceValues(func() (*contract, error) {
-	c := &contract{schemas: map[string]*jsonschema.Schema{}}
+var loadContract = sync.OnceValues(func() (*contractSchemas, error) {
+	c := &contractSchemas{schemas: map[string]*jsonschema.Schema{}}
 	for _, name := range []string{"app", "jsapi", "h5", "native", "miniprogram", contractClose} {
 		s, err := compileBody(name)
 		if err != nil {
@@ -56,31 +49,9 @@ var loadContract = sync.OnceValues(func() (*contract, error) {
 // additionalProperties: false, because WeChat Pay refuses keys an endpoint
 // does not define (keys are case-sensitive).
 func compileBody(name string) (*jsonschema.Schema, error) {
-	y, err := contractFiles.ReadFile("contract/" + name + ".yaml")
+	body, err := contract.BodySchema(name)
 	if err != nil {
 		return nil, err
-	}
-	j, err := yaml.YAMLToJSON(y)
-	if err != nil {
-		return nil, err
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(j, &doc); err != nil {
-		return nil, err
-	}
-	var body map[string]any
-	for _, method := range []string{"post", "get"} {
-		op, _ := doc[method].(map[string]any)
-		params, _ := op["parameters"].([]any)
-		for _, p := range params {
-			pm, _ := p.(map[string]any)
-			if pm["in"] == "body" {
-				body, _ = pm["schema"].(map[string]any)
-			}
-		}
-	}
-	if body == nil {
-		return nil, errors.New("no body parameter")
 	}
 	strict(body)
 	c := jsonschema.NewCompiler()
@@ -123,7 +94,7 @@ type violation struct {
 // key, a wrong type, any other keyword, and a missing key, each group by
 // pointer: a case-variant key then names itself rather than the key it
 // misspells.
-func (c *contract) checkSchema(op string, body []byte) *violation {
+func (c *contractSchemas) checkSchema(op string, body []byte) *violation {
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
 	if err != nil {
 		return &violation{issue: "body is not valid JSON"}

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
+	"github.com/wxcombine/orderworker/wechat/wechatsim/contract"
 )
 
 // The contract test holds two independent readings of WeChat Pay's request
@@ -31,10 +27,7 @@ import (
 // documented constraint broken) must be refused by both, naming the same
 // field. A disagreement names the reading that is wrong.
 
-const (
-	seedMch = "1230000109" // the seeds' second merchant number
-	seedApp = appA         // wxd678efh567hg6787, every example's appid
-)
+const seedMch = "1230000109" // the seeds' second merchant number; every example's appid is appA
 
 // contractCase is one request and what the contract says of it.
 type contractCase struct {
@@ -61,7 +54,7 @@ var contractKeys = sync.OnceValues(func() (*contractFixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	mc, m, err := wechatsim.GenerateMerchant(f.platform, seedMch, seedApp)
+	mc, m, err := wechatsim.GenerateMerchant(f.platform, seedMch, appA)
 	if err != nil {
 		return nil, err
 	}
@@ -150,13 +143,13 @@ func simReading(t *testing.T, base string, c contractCase) (field, issue string,
 
 func TestContract_TwoReadingsAgree(t *testing.T) {
 	t.Parallel()
-	goods := goodExamples(t)
+	goods, published := examples(t)
 	var cases []contractCase
 	for _, g := range goods {
 		cases = append(cases, g)
 		cases = append(cases, mutations(t, g)...)
 	}
-	cases = append(cases, rawSeedCases(t)...)
+	cases = append(cases, published...)
 	sims := map[wechat.Flavour]string{}
 	for _, c := range cases {
 		if sims[c.flavour] == "" {
@@ -254,203 +247,37 @@ func okWord(ok bool) string {
 
 // ---- good examples ----
 
-// flavoursOf lists the flavours an endpoint is offered in.
-func flavoursOf(t wechat.TradeType) []wechat.Flavour {
-	switch t {
-	case wechat.TradeTypeMiniProgram:
-		return []wechat.Flavour{wechat.FlavourIndividual}
-	case wechat.TradeTypeApp:
-		return []wechat.Flavour{wechat.FlavourMerchant, wechat.FlavourPartner, wechat.FlavourEcommerce, wechat.FlavourIndividual}
-	}
-	return []wechat.Flavour{wechat.FlavourMerchant, wechat.FlavourPartner, wechat.FlavourEcommerce}
-}
-
-// notInFlavour names the properties a flavour does not have (the product
-// tables: sub-merchants only for partner and e-commerce, individual payees
-// only for the individual flavour).
-func notInFlavour(f wechat.Flavour, name string) bool {
-	switch name {
-	case "sub_mchid", "sub_appid", "sub_openid":
-		return f == wechat.FlavourMerchant || f == wechat.FlavourIndividual
-	case "individual_auth_id", "individual_name", "order_service_type", "trade_scenario":
-		return f != wechat.FlavourIndividual
-	}
-	return false
-}
-
-// requiredInFlavour names properties a flavour requires beyond the schema.
-func requiredInFlavour(f wechat.Flavour, name string) bool {
-	switch name {
-	case "sub_mchid":
-		return f == wechat.FlavourPartner || f == wechat.FlavourEcommerce
-	case "individual_auth_id":
-		return f == wechat.FlavourIndividual
-	}
-	return false
-}
-
-// bodySchema reads the request-body schema of contract/<name>.yaml.
-func bodySchema(t *testing.T, name string) map[string]any {
+// examples answers the contract package's examples as cases: the good ones
+// (accepted) and the seeds as published (refused at their Field).
+func examples(t *testing.T) (goods, published []contractCase) {
 	t.Helper()
-	y, err := os.ReadFile(filepath.Join("contract", name+".yaml"))
+	seeds, err := contract.SeedExamples()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(y, &doc); err != nil {
+	oapi, err := contract.OpenAPIExamples()
+	if err != nil {
 		t.Fatal(err)
 	}
-	op, _ := doc["post"].(map[string]any)
-	for _, p := range op["parameters"].([]any) {
-		if pm, _ := p.(map[string]any); pm["in"] == "body" {
-			return pm["schema"].(map[string]any)
+	for _, x := range append(seeds, oapi...) {
+		c := contractCase{name: x.Name, flavour: wechat.Flavour(x.Flavour), trade: wechat.TradeType(x.TradeType),
+			body: x.Body, field: x.Field, accept: x.Field == ""}
+		if c.accept {
+			goods = append(goods, c)
+		} else {
+			published = append(published, c)
 		}
 	}
-	t.Fatalf("%s.yaml: no body parameter", name)
-	return nil
-}
-
-// exampleOf builds a value of schema s from its example values: every
-// property when full, else only the required ones.
-func exampleOf(s map[string]any, f wechat.Flavour, full bool) any {
-	switch s["type"] {
-	case "object":
-		req, _ := s["required"].([]any)
-		props, _ := s["properties"].(map[string]any)
-		out := map[string]any{}
-		for name, p := range props {
-			if notInFlavour(f, name) {
-				continue
-			}
-			if !full && !slices.Contains(req, any(name)) && !requiredInFlavour(f, name) {
-				continue
-			}
-			out[name] = exampleOf(p.(map[string]any), f, full)
-		}
-		return out
-	case "array":
-		return []any{exampleOf(s["items"].(map[string]any), f, full)}
-	case "boolean":
-		return true
-	}
-	if ex, ok := s["example"]; ok {
-		if s["type"] == "string" {
-			return fmt.Sprint(ex)
-		}
-		return ex
-	}
-	if e, ok := s["enum"].([]any); ok {
-		return e[0]
-	}
-	if s["type"] == "string" {
-		return "x"
-	}
-	return 1
-}
-
-// goodExamples answers the example requests: the seeds' (corrected as
-// contract/CORRECTIONS.md records) and, per endpoint and flavour, the
-// OpenAPI files' example values with every property and with the required
-// ones only.
-func goodExamples(t *testing.T) []contractCase {
-	t.Helper()
-	var out []contractCase
-	for _, s := range seedExamples(t) {
-		if !s.accept {
-			s.name, s.accept, s.field = s.name+", corrected", true, ""
-		}
-		s.body = s.corrected
-		out = append(out, s.contractCase)
-	}
-	for _, tt := range wechat.TradeTypes {
-		schema := bodySchema(t, string(tt))
-		for _, f := range flavoursOf(tt) {
-			for _, full := range []bool{true, false} {
-				v := exampleOf(schema, f, full).(map[string]any)
-				if f == wechat.FlavourMerchant { // 2–10 sub-orders
-					subs := v["sub_orders"].([]any)
-					second := map[string]any{}
-					for k, x := range subs[0].(map[string]any) {
-						second[k] = x
-					}
-					second["out_trade_no"] = fmt.Sprint(second["out_trade_no"], "2")
-					v["sub_orders"] = append(subs, second)
-				}
-				name := "openapi " + string(tt) + ".yaml example, required fields"
-				if full {
-					name = "openapi " + string(tt) + ".yaml example, every field"
-				}
-				out = append(out, contractCase{name: name, flavour: f, trade: tt, body: mustMarshal(t, v), accept: true})
-			}
-		}
-	}
-	return out
-}
-
-type seedExample struct {
-	contractCase
-	corrected []byte
-}
-
-// seedExamples answers the seeds' example requests as published (body) and
-// as corrected.
-func seedExamples(t *testing.T) []seedExample {
-	t.Helper()
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join("contract", "examples", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	fix := func(b []byte, edit func(m map[string]any)) []byte {
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		edit(m)
-		return mustMarshal(t, m)
-	}
-	s000 := read("seed000_miniprogram.json")
-	s002 := read("seed002_jsapi.json")
-	s003 := read("seed003_app.json")
-	return []seedExample{
-		{contractCase{name: "seed 000 example", flavour: wechat.FlavourIndividual, trade: wechat.TradeTypeMiniProgram,
-			body: s000, field: "/scene_info/device_id"},
-			fix(s000, func(m map[string]any) { m["scene_info"].(map[string]any)["device_id"] = "POS1:123" })},
-		{contractCase{name: "seed 002 example", flavour: wechat.FlavourEcommerce, trade: wechat.TradeTypeJSAPI,
-			body: s002, field: "/sub_orders/0/profit_sharing"},
-			fix(s002, func(m map[string]any) {
-				m["combine_appid"] = seedApp
-				delete(m["sub_orders"].([]any)[0].(map[string]any), "profit_sharing")
-				m["scene_info"].(map[string]any)["device_id"] = "POS1:123"
-			})},
-		{contractCase{name: "seed 003 example", flavour: wechat.FlavourEcommerce, trade: wechat.TradeTypeApp, body: s003, accept: true}, s003},
-		{contractCase{name: "seed 003 example", flavour: wechat.FlavourPartner, trade: wechat.TradeTypeApp, body: s003, accept: true}, s003},
-	}
-}
-
-// rawSeedCases answers the seeds' examples exactly as published.
-func rawSeedCases(t *testing.T) []contractCase {
-	var out []contractCase
-	for _, s := range seedExamples(t) {
-		if !s.accept {
-			s.name += " as published"
-			out = append(out, s.contractCase)
-		}
-	}
-	return out
+	return goods, published
 }
 
 func mustMarshal(t testing.TB, v any) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := contract.Marshal(v)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return bytes.TrimSpace(buf.Bytes())
+	return b
 }
 
 // ---- bad requests ----
