@@ -49,6 +49,11 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.applyDefaults(); err != nil {
 		return nil, err
 	}
+	// Compile the contract now, not on the first request: under load its
+	// first compilation could outlast a client's timeout.
+	if _, err := loadContract(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:       cfg,
 		merchants: make(map[string]*MerchantConfig, len(cfg.Merchants)),
