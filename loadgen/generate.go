@@ -189,7 +189,9 @@ func (g *generator) request(m *Merchant, t wechat.TradeType, no string, n int, n
 			s.SubMchID = m.SubMchIDs[subs[i%len(subs)]]
 		case wechat.FlavourIndividual:
 			s.IndividualAuthID = m.IndividualAuthIDs[payees[i%len(payees)]]
-			s.OrderServiceType = wechat.OrderServiceTypeIndividualTrade
+			if t == wechat.TradeTypeMiniProgram { // the app endpoint has no order_service_type
+				s.OrderServiceType = wechat.OrderServiceTypeIndividualTrade
+			}
 		}
 		req.SubOrders = append(req.SubOrders, s)
 	}
