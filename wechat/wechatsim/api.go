@@ -327,7 +327,7 @@ func (s *Server) serveClose(w http.ResponseWriter, r *http.Request, m *MerchantC
 func checkPathParam(op, key string) *violation {
 	if op == OpQueryByID {
 		if key == "" || len(key) > 32 || strings.ContainsFunc(key, func(r rune) bool {
-			return !('0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
+			return (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z')
 		}) {
 			return &violation{"combine_transaction_id", "must be 1 to 32 digits and letters"}
 		}

@@ -66,16 +66,6 @@ type order struct {
 	notifyDropped   bool
 }
 
-// all reports whether every sub-order is in one of states.
-func (o *order) all(states ...string) bool {
-	for _, st := range o.states {
-		if !slices.Contains(states, st) {
-			return false
-		}
-	}
-	return true
-}
-
 // anyIn reports whether some sub-order is in one of states.
 func (o *order) anyIn(states ...string) bool {
 	for _, st := range o.states {

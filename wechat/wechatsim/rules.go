@@ -180,7 +180,8 @@ func orderNoOK(tradeType, s string) bool {
 		extra = "_-|@"
 	}
 	for _, c := range []byte(s) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte(extra, c) >= 0) {
+		digitOrLetter := '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !digitOrLetter && strings.IndexByte(extra, c) < 0 {
 			return false
 		}
 	}
@@ -267,7 +268,7 @@ func notifyOK(s string) string {
 	host := u.Hostname()
 	loopback := host == "localhost" || net.ParseIP(host) != nil && net.ParseIP(host).IsLoopback()
 	switch {
-	case u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopback)):
+	case u.Host == "" || (u.Scheme != "https" && (u.Scheme != "http" || !loopback)):
 		return "must be an absolute https URL"
 	case u.User != nil:
 		return "must not carry user information"
