@@ -50,19 +50,21 @@ type contractFixture struct {
 }
 
 var contractKeys = sync.OnceValues(func() (*contractFixture, error) {
-	f, err := keys()
+	// A 1024-bit platform signs the thousands of answers 4x faster; the
+	// answers' signatures are not what this test is about.
+	p, err := wechatsim.GeneratePlatform(1024)
 	if err != nil {
 		return nil, err
 	}
-	mc, m, err := wechatsim.GenerateMerchant(f.platform, seedMch, appA)
-	if err != nil {
-		return nil, err
-	}
-	cf := &contractFixture{platform: f.platform, clients: map[string]*wechat.Merchant{}}
-	cf.sims = []wechatsim.MerchantConfig{f.sim[0], mc}
-	for _, cm := range []*wechat.Merchant{f.client[0], m} {
-		c := *cm
-		c.Platform = f.platform.Verifier(wechatsim.ModePublicKey)
+	cf := &contractFixture{platform: p, clients: map[string]*wechat.Merchant{}}
+	for _, id := range []string{mchA, seedMch} {
+		mc, m, err := wechatsim.GenerateMerchant(p, id, appA)
+		if err != nil {
+			return nil, err
+		}
+		cf.sims = append(cf.sims, mc)
+		c := *m
+		c.Platform = p.Verifier(wechatsim.ModePublicKey)
 		cf.clients[c.MchID] = &c
 	}
 	return cf, nil
@@ -180,7 +182,9 @@ func TestContract_TwoReadingsAgree(t *testing.T) {
 			// A good case creates an order: each gets a fresh simulator so
 			// that examples sharing an order number do not collide.
 			g, _, msg := judge(t, startContractSim(t, c.flavour), c)
+			mu.Lock()
 			goodBoth += g
+			mu.Unlock()
 			if msg != "" {
 				t.Error(msg)
 			}
@@ -447,6 +451,9 @@ func mutations(t *testing.T, g contractCase) []contractCase {
 		leaves(root, "", &ls)
 	}
 	for _, l := range ls {
+		if strings.HasPrefix(l.ptr, "/sub_orders/") && !strings.HasPrefix(l.ptr, "/sub_orders/0/") {
+			continue // the merchant flavour's second sub-order repeats the first
+		}
 		pat := pattern(l.ptr)
 		if s, ok := l.val.(string); ok {
 			add("4-byte character in "+l.ptr, l.ptr, set(t, g.body, l.ptr, s+"\U0001F600"))
