@@ -101,7 +101,30 @@ func DecodeJob(data []byte, maxSize int) (CreateOrderJob, error) {
 			return ident, fmt.Errorf("%w: flavour %q is not one of merchant, partner, ecommerce, individual", ErrMalformed, job.Flavour)
 		}
 	}
+	if problem := requestProblem(data); problem != "" {
+		return ident, fmt.Errorf("%w: %s", ErrMalformed, problem)
+	}
 	return job, nil
+}
+
+// requestProblem reads the job's request as WeChat Pay reads a body
+// (wechat.CheckJSON) and describes the first problem, or answers "".
+// encoding/json has already accepted the job, but it matches keys
+// case-insensitively, turns null into "absent" and invalid UTF-8 into
+// U+FFFD, so a request it decoded is not necessarily the one sent.
+func requestProblem(data []byte) string {
+	var raw struct {
+		Request json.RawMessage `json:"request"`
+	}
+	// The strict decode has already accepted data, so this cannot fail.
+	if json.Unmarshal(data, &raw) != nil || len(raw.Request) == 0 {
+		return ""
+	}
+	var ve *wechat.ValidationError
+	if err := wechat.CheckJSON(raw.Request, &wechat.CombineOrderRequest{}); errors.As(err, &ve) {
+		return "field request" + ve.Field + ": " + ve.Issue
+	}
+	return ""
 }
 
 // jsonProblem describes a JSON error without quoting the input.

@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -292,6 +293,38 @@ func BenchmarkDecodeJob(b *testing.B) {
 	for b.Loop() {
 		if _, err := events.DecodeJob(data, 0); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestDecodeJob_requestReadAsWeChatPayReadsIt: keys encoding/json would
+// match case-insensitively, null it would drop and invalid UTF-8 it would
+// replace make the job malformed, naming the field, instead of sending a
+// request other than the one written.
+func TestDecodeJob_requestReadAsWeChatPayReadsIt(t *testing.T) {
+	base, err := os.ReadFile("testdata/job_jsapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.DecodeJob(base, 0); err != nil {
+		t.Fatalf("DecodeJob(testdata) = %v", err)
+	}
+	for _, tt := range []struct{ name, from, to, field string }{
+		{"case-variant key", `"combine_appid"`, `"COMBINE_APPID"`, "request/COMBINE_APPID"},
+		{"null object", `"combine_payer_info": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}`, `"combine_payer_info": null`, "request/combine_payer_info"},
+		{"invalid UTF-8", `"notify_url": "https://`, "\"notify_url\": \"\xff\xfehttps://", "request/notify_url"},
+		{"lone surrogate", `"notify_url": "https://`, `"notify_url": "\udc00https://`, "request/notify_url"},
+	} {
+		if !bytes.Contains(base, []byte(tt.from)) {
+			t.Fatalf("%s: testdata has no %s", tt.name, tt.from)
+		}
+		job := bytes.Replace(base, []byte(tt.from), []byte(tt.to), 1)
+		got, err := events.DecodeJob(job, 0)
+		if !errors.Is(err, events.ErrMalformed) || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("%s: DecodeJob() = %v, want ErrMalformed naming %s", tt.name, err, tt.field)
+		}
+		if got.Request.CombineOutTradeNo == "" {
+			t.Errorf("%s: the failed job lost its identity", tt.name)
 		}
 	}
 }

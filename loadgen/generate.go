@@ -161,9 +161,10 @@ func (g *generator) request(m *Merchant, t wechat.TradeType, no string, n int, n
 	}
 	switch t {
 	case wechat.TradeTypeH5:
-		req.SceneInfo = &wechat.SceneInfo{PayerClientIP: "203.0.113.7", H5Info: &wechat.H5Info{Type: wechat.H5TypeWap}}
+		// device_id is required for h5 and 7–16 bytes everywhere.
+		req.SceneInfo = &wechat.SceneInfo{PayerClientIP: "203.0.113.7", DeviceID: "H5-" + strconv.Itoa(1000+g.rng.IntN(9000)), H5Info: &wechat.H5Info{Type: wechat.H5TypeWap}}
 	case wechat.TradeTypeNative:
-		req.SceneInfo = &wechat.SceneInfo{PayerClientIP: "203.0.113.8", DeviceID: "POS-" + strconv.Itoa(1+g.rng.IntN(99))}
+		req.SceneInfo = &wechat.SceneInfo{PayerClientIP: "203.0.113.8", DeviceID: "POS-" + strconv.Itoa(1000+g.rng.IntN(9000))}
 	case wechat.TradeTypeJSAPI, wechat.TradeTypeMiniProgram:
 		req.CombinePayerInfo = &wechat.PayerInfo{OpenID: "oLoadgen" + strconv.FormatUint(g.rng.Uint64()%1e12, 36)}
 	}
@@ -188,7 +189,9 @@ func (g *generator) request(m *Merchant, t wechat.TradeType, no string, n int, n
 			s.SubMchID = m.SubMchIDs[subs[i%len(subs)]]
 		case wechat.FlavourIndividual:
 			s.IndividualAuthID = m.IndividualAuthIDs[payees[i%len(payees)]]
-			s.OrderServiceType = wechat.OrderServiceTypeIndividualTrade
+			if t == wechat.TradeTypeMiniProgram { // the app endpoint has no order_service_type
+				s.OrderServiceType = wechat.OrderServiceTypeIndividualTrade
+			}
 		}
 		req.SubOrders = append(req.SubOrders, s)
 	}

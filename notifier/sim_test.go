@@ -81,7 +81,7 @@ func (e *simEnv) create(t *testing.T, no, notifyURL string) {
 		CombineAppID:      testAppID,
 		CombineMchID:      testMchID,
 		CombineOutTradeNo: no,
-		SceneInfo:         &wechat.SceneInfo{DeviceID: "POS1:1", PayerClientIP: "14.17.22.32"},
+		SceneInfo:         &wechat.SceneInfo{DeviceID: "POS1:123", PayerClientIP: "14.17.22.32"},
 		SubOrders: []wechat.SubOrder{
 			{MchID: testMchID, Attach: "shop 1", Amount: wechat.Amount{TotalAmount: 100, Currency: "CNY"}, OutTradeNo: no + "a", Description: "tea"},
 			{MchID: testMchID, Attach: "shop 1", Amount: wechat.Amount{TotalAmount: 250, Currency: "CNY"}, OutTradeNo: no + "b", Description: "cake"},

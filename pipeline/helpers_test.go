@@ -40,6 +40,7 @@ func newRequest(t wechat.TradeType, mchID, no string, subs int) wechat.CombineOr
 		req.CombinePayerInfo = &wechat.PayerInfo{OpenID: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}
 	case wechat.TradeTypeH5:
 		req.SceneInfo.H5Info = &wechat.H5Info{Type: "Wap"}
+		req.SceneInfo.DeviceID = "POS1:123" // required for h5
 	}
 	return req
 }

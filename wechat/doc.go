@@ -31,24 +31,40 @@
 //	                                           notify_url optional; trade_scenario RECOMMERCE
 //
 // [Validate] checks a create request before anything is sent and answers the
-// first problem in field order as a [*ValidationError] with a JSON pointer
+// first problem as a [*ValidationError] with a JSON pointer
 // (/sub_orders/3/out_trade_no) and the rule broken; errors.Is(err, ErrInvalid)
-// matches it. The rules: required fields per trade type (jsapi and
-// miniprogram need combine_payer_info.openid; h5 needs scene_info with
-// payer_client_ip and h5_info.type; h5 and native take no payer); string
-// lengths in bytes (combine_appid, combine_mchid, mchid, sub_mchid, sub_appid,
-// goods_tag ≤32; attach ≤128; description ≤127; detail ≤6000; openid ≤128;
-// individual_auth_id ≤64; device_id ≤32; payer_client_ip an IP ≤45); order
-// numbers of [0-9A-Za-z_-|*] — '@' is refused because the current docs drop
-// it, see [ValidOrderNo] — with combine_out_trade_no 1–32 and out_trade_no
-// 6–32 characters, unique within the order; RFC 3339 time_start and
-// time_expire, expire after start; notify_url an absolute https URL ≤255
-// bytes without query or fragment (http is accepted for loopback hosts only,
-// for local development and the simulator); total_amount 1–[MaxSubOrderAmount]
-// fen in CNY; limit_pay values no_balance, no_debit, balance_only, each once;
-// subsidy_info on jsapi only. [ValidateClose] checks close requests. The
-// simulator answers PARAM_ERROR with the same function, so the rules are
-// deterministic.
+// matches it. [CombineOrderRequest] holds every field of the five endpoints'
+// request tables and OpenAPI descriptions (among them sub_orders[].goods_tag,
+// sub_appid, profit_sharing and settle_info{profit_sharing, subsidy_amount},
+// combine_payer_info{openid, sub_openid, identity}, limit_pay,
+// scene_info.h5_info, contract_info, subsidy_info.subsidy_detail); a field
+// the endpoint does not define must be absent (detail, profit_sharing and
+// subsidy_info not on h5 and native; time_start, limit_pay, goods_tag,
+// settle_info not on miniprogram; order_service_type only there;
+// trade_scenario and contract_info only on app and miniprogram, resp. app).
+// The rules: required fields per trade type (jsapi and miniprogram need
+// combine_payer_info.openid; h5 needs scene_info with device_id,
+// payer_client_ip and h5_info.type); every string valid UTF-8 of 1- to 3-byte
+// characters only ("仅支持UTF-8字符编码的一个子集：使用一至三个字节编码的字
+// 符"); lengths in bytes (combine_appid, combine_mchid, mchid, sub_mchid,
+// sub_appid, goods_tag ≤32; attach ≤128; description ≤127; detail ≤6000;
+// openid, sub_openid ≤128; individual_auth_id ≤64; device_id 7–16;
+// payer_client_ip an IP ≤45); order numbers of digits, letters and _-|*@
+// ([ValidOrderNo], the merchant, partner and e-commerce tables) or _-|@ on
+// the individual-payee miniprogram page ([ValidIndividualOrderNo]), with
+// combine_out_trade_no of [MinCombineOutTradeNoLength] (6, e-commerce 2,
+// individual 1) to 32 and out_trade_no of 6–32 characters, unique within the
+// order; RFC 3339 time_start and time_expire (the leap second :60 of WeChat
+// Pay's own examples included); notify_url an absolute https URL ≤255 bytes
+// without query or fragment (http is accepted for loopback hosts only, for
+// local development and the simulator); total_amount 1–[MaxSubOrderAmount]
+// fen in CNY; limit_pay values no_balance, no_debit, balance_only, each once.
+// [DecodeCreateRequest] reads a raw body as WeChat Pay does (exact,
+// case-sensitive keys, no JSON null, valid UTF-8, typed numbers), which
+// encoding/json does not; [CheckJSON] is that check alone, used by the job
+// decoder. [ValidateClose] checks close requests. The simulator reads the
+// same contract independently (package wechatsim, "Request rules"), and a
+// contract test holds the two readings against each other.
 //
 // # Signing
 //

@@ -82,7 +82,7 @@ func ExampleSignJSAPIPayParams() {
 // Validate answers the first problem as a JSON pointer and the rule broken.
 func ExampleValidate() {
 	req := &wechat.CombineOrderRequest{
-		CombineAppID: "wxd678efh567hg6787", CombineMchID: "1900000109", CombineOutTradeNo: "P1",
+		CombineAppID: "wxd678efh567hg6787", CombineMchID: "1900000109", CombineOutTradeNo: "P20150806125346",
 		SubOrders: []wechat.SubOrder{
 			{MchID: "1900000109", Attach: "a", Amount: wechat.Amount{TotalAmount: 1, Currency: "CNY"}, OutTradeNo: "SUB0001", Description: "d"},
 			{MchID: "1900000109", Attach: "b", Amount: wechat.Amount{TotalAmount: 1, Currency: "CNY"}, OutTradeNo: "SUB01", Description: "d"},

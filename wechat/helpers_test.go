@@ -130,7 +130,7 @@ func validRequest(f Flavour, t TradeType) *CombineOrderRequest {
 	case TradeTypeJSAPI, TradeTypeMiniProgram:
 		req.CombinePayerInfo = &PayerInfo{OpenID: testOpenID}
 	case TradeTypeH5:
-		req.SceneInfo = &SceneInfo{PayerClientIP: "14.17.22.32", H5Info: &H5Info{Type: "iOS"}}
+		req.SceneInfo = &SceneInfo{DeviceID: "POS1:123", PayerClientIP: "14.17.22.32", H5Info: &H5Info{Type: "iOS"}}
 	}
 	return req
 }

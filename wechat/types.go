@@ -74,23 +74,27 @@ func (f Flavour) SubOrderLimits() (minimum, maximum int) {
 	}
 }
 
-// CombineOrderRequest is the body of every combine create endpoint. Fields a
-// trade type does not use stay empty and are omitted: WeChat Pay rejects JSON
-// null, so optional objects are pointers with omitempty and optional booleans
-// are *bool.
+// CombineOrderRequest is the body of every combine create endpoint; it holds
+// the union of the fields the five endpoints and four flavours define (the
+// official request tables and OpenAPI descriptions, see doc.go), and
+// [Validate] refuses the fields a given endpoint or flavour does not take.
+// Fields left empty are omitted: WeChat Pay's interface rules forbid JSON
+// null, so optional objects are pointers with omitempty and optional
+// booleans are *bool.
 type CombineOrderRequest struct {
-	CombineAppID      string       `json:"combine_appid"`
-	CombineMchID      string       `json:"combine_mchid"`
-	CombineOutTradeNo string       `json:"combine_out_trade_no"`
-	SceneInfo         *SceneInfo   `json:"scene_info,omitempty"`
-	SubOrders         []SubOrder   `json:"sub_orders"`
-	CombinePayerInfo  *PayerInfo   `json:"combine_payer_info,omitempty"`
-	TimeStart         string       `json:"time_start,omitempty"`  // RFC 3339
-	TimeExpire        string       `json:"time_expire,omitempty"` // RFC 3339
-	NotifyURL         string       `json:"notify_url,omitempty"`
-	LimitPay          []string     `json:"limit_pay,omitempty"` // no_balance, no_debit, balance_only
-	TradeScenario     string       `json:"trade_scenario,omitempty"`
-	SubsidyInfo       *SubsidyInfo `json:"subsidy_info,omitempty"`
+	CombineAppID      string        `json:"combine_appid"`
+	CombineMchID      string        `json:"combine_mchid"`
+	CombineOutTradeNo string        `json:"combine_out_trade_no"`
+	SceneInfo         *SceneInfo    `json:"scene_info,omitempty"`
+	SubOrders         []SubOrder    `json:"sub_orders"`
+	CombinePayerInfo  *PayerInfo    `json:"combine_payer_info,omitempty"`
+	TimeStart         string        `json:"time_start,omitempty"`  // RFC 3339
+	TimeExpire        string        `json:"time_expire,omitempty"` // RFC 3339
+	NotifyURL         string        `json:"notify_url,omitempty"`
+	LimitPay          []string      `json:"limit_pay,omitempty"` // no_balance, no_debit, balance_only
+	TradeScenario     string        `json:"trade_scenario,omitempty"`
+	ContractInfo      *ContractInfo `json:"contract_info,omitempty"` // app only
+	SubsidyInfo       *SubsidyInfo  `json:"subsidy_info,omitempty"`  // app and jsapi
 }
 
 // SceneInfo describes the payer's device.
@@ -109,15 +113,50 @@ type H5Info struct {
 	PackageName string `json:"package_name,omitempty"`
 }
 
-// PayerInfo identifies the payer. The openid must belong to combine_appid.
+// PayerInfo identifies the payer. The openid must belong to combine_appid;
+// sub_openid to a sub-order's sub_appid (partner and e-commerce).
 type PayerInfo struct {
-	OpenID    string `json:"openid,omitempty"`
-	SubOpenID string `json:"sub_openid,omitempty"`
+	OpenID    string    `json:"openid,omitempty"`
+	SubOpenID string    `json:"sub_openid,omitempty"`
+	Identity  *Identity `json:"identity,omitempty"`
 }
 
-// SubsidyInfo is the 分付 interest-subsidy option of the JSAPI endpoint.
+// Identity is 实名支付: the payer's identity document, number and name
+// RSA-encrypted with the platform key (a permission granted separately).
+type Identity struct {
+	Type   string `json:"type"`   // IDCARD, HONGKONG_MACAO, …, PHONE_NUMBER
+	Number string `json:"number"` // encrypted, base64
+	Name   string `json:"name"`   // encrypted, base64
+}
+
+// ContractInfo is the APP endpoint's pre-signing of a deduction contract
+// (预签约).
+type ContractInfo struct {
+	MchID                  string `json:"mchid"`
+	AppID                  string `json:"appid"`
+	OutContractCode        string `json:"out_contract_code"`
+	PlanID                 int64  `json:"plan_id"`
+	ContractDisplayAccount string `json:"contract_display_account"`
+	NotifyURL              string `json:"notify_url"`
+}
+
+// SubsidyInfo is the 微信分付 interest-subsidy offer of the app and jsapi
+// endpoints.
 type SubsidyInfo struct {
-	UseSubsidy bool `json:"use_subsidy"`
+	SubsidyDetail []SubsidyDetail `json:"subsidy_detail,omitempty"`
+}
+
+// SubsidyDetail is one subsidy scheme.
+type SubsidyDetail struct {
+	SubsidyPeriodType string        `json:"subsidy_period_type"` // DAILY or PERIOD
+	SubsidyPlan       []SubsidyPlan `json:"subsidy_plan"`
+}
+
+// SubsidyPlan is one instalment count and the share of interest the
+// merchant pays.
+type SubsidyPlan struct {
+	SubsidyInstallmentNum int `json:"subsidy_installment_num"` // 3, 6 or 12
+	SubsidyPercent        int `json:"subsidy_percent"`         // 0 or 100
 }
 
 // SubOrder is one merchant's part of a combine order.
@@ -131,10 +170,14 @@ type SubOrder struct {
 	Attach           string      `json:"attach"`
 	Amount           Amount      `json:"amount"`
 	OutTradeNo       string      `json:"out_trade_no"`
-	Detail           string      `json:"detail,omitempty"`
+	Detail           string      `json:"detail,omitempty"` // not on h5 and native
 	Description      string      `json:"description"`
 	GoodsTag         string      `json:"goods_tag,omitempty"`
 	SettleInfo       *SettleInfo `json:"settle_info,omitempty"`
+	// ProfitSharing is the older e-commerce spelling of
+	// settle_info.profit_sharing, which wins when both are set (app and
+	// jsapi only).
+	ProfitSharing *bool `json:"profit_sharing,omitempty"`
 }
 
 // Amount is a sub-order's amount in fen (分), the smallest currency unit.
@@ -150,7 +193,8 @@ type Amount struct {
 // SettleInfo carries a sub-order's settlement options.
 type SettleInfo struct {
 	ProfitSharing *bool `json:"profit_sharing,omitempty"`
-	SubsidyAmount int64 `json:"subsidy_amount,omitempty"`
+	// SubsidyAmount (补差, fen) applies only when ProfitSharing is true.
+	SubsidyAmount *int64 `json:"subsidy_amount,omitempty"`
 }
 
 // PrepayResult is a create endpoint's answer. Exactly one field is set:
@@ -199,6 +243,23 @@ type OrderSubOrder struct {
 	Attach           string `json:"attach,omitempty"`
 	SuccessTime      string `json:"success_time,omitempty"` // RFC 3339
 	Amount           Amount `json:"amount"`
+	// PromotionDetail lists the discounts that made payer_amount lower than
+	// total_amount.
+	PromotionDetail []Promotion `json:"promotion_detail,omitempty"`
+}
+
+// Promotion is one discount applied to a paid sub-order.
+type Promotion struct {
+	CouponID            string `json:"coupon_id,omitempty"`
+	Name                string `json:"name,omitempty"`
+	Scope               string `json:"scope,omitempty"` // GLOBAL or SINGLE
+	Type                string `json:"type,omitempty"`  // CASH or NOCASH
+	Amount              int64  `json:"amount"`
+	StockID             string `json:"stock_id,omitempty"`
+	WechatpayContribute int64  `json:"wechatpay_contribute,omitempty"`
+	MerchantContribute  int64  `json:"merchant_contribute,omitempty"`
+	OtherContribute     int64  `json:"other_contribute,omitempty"`
+	Currency            string `json:"currency,omitempty"`
 }
 
 // CloseRequest is the body of POST …/out-trade-no/{combine_out_trade_no}/close.

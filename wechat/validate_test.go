@@ -45,14 +45,24 @@ func TestValidate_Rules(t *testing.T) {
 		{"combine_out_trade_no required", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "" }, "/combine_out_trade_no", "is required"},
 		{"combine_out_trade_no length", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = long(33) }, "/combine_out_trade_no", "longer than 32"},
 		{"combine_out_trade_no charset", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P2015 0806" }, "/combine_out_trade_no", "digits, letters"},
-		{"combine_out_trade_no at sign", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P2015@0806" }, "/combine_out_trade_no", "digits, letters"},
+		{"combine_out_trade_no star on miniprogram", FlavourIndividual, TradeTypeMiniProgram, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P2015*0806" }, "/combine_out_trade_no", "digits, letters and _-|@"},
+		{"combine_out_trade_no shorter than 6", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P2015" }, "/combine_out_trade_no", "shorter than 6"},
+		{"combine_out_trade_no e-commerce shorter than 2", FlavourEcommerce, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P" }, "/combine_out_trade_no", "shorter than 2"},
+		{"emoji in description", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubOrders[0].Description = "tea \U0001F375" }, "/sub_orders/0/description", "4 bytes"},
+		{"invalid UTF-8 in attach", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubOrders[1].Attach = "shop\xff" }, "/sub_orders/1/attach", "UTF-8"},
+		{"device_id shorter than 7", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) {
+			r.SceneInfo = &SceneInfo{DeviceID: "POS1:1", PayerClientIP: "14.17.22.32"}
+		}, "/scene_info/device_id", "shorter than 7"},
+		{"h5 needs device_id", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo.DeviceID = "" }, "/scene_info/device_id", "required for h5"},
+		{"detail not on h5", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SubOrders[0].Detail = "x" }, "/sub_orders/0/detail", "no detail"},
+		{"outer profit_sharing not on native", FlavourPartner, TradeTypeNative, func(r *CombineOrderRequest) { r.SubOrders[0].ProfitSharing = ptr(true) }, "/sub_orders/0/profit_sharing", "only the app and jsapi"},
 		{"combine_out_trade_no non-ascii", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "订单123456" }, "/combine_out_trade_no", "digits, letters"},
 		// scene_info.
 		{"h5 needs scene_info", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo = nil }, "/scene_info", "required for h5"},
 		{"device_id length", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) {
-			r.SceneInfo = &SceneInfo{DeviceID: long(33), PayerClientIP: "14.17.22.32"}
-		}, "/scene_info/device_id", "longer than 32"},
-		{"payer_client_ip required", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SceneInfo = &SceneInfo{DeviceID: "POS1:1"} }, "/scene_info/payer_client_ip", "is required"},
+			r.SceneInfo = &SceneInfo{DeviceID: long(17), PayerClientIP: "14.17.22.32"}
+		}, "/scene_info/device_id", "longer than 16"},
+		{"payer_client_ip required", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SceneInfo = &SceneInfo{DeviceID: "POS1:123"} }, "/scene_info/payer_client_ip", "is required"},
 		{"payer_client_ip not an IP", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo.PayerClientIP = "14.17.22" }, "/scene_info/payer_client_ip", "IPv4 or IPv6"},
 		{"payer_client_ip length", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo.PayerClientIP = long(46) }, "/scene_info/payer_client_ip", "longer than 45"},
 		{"h5_info required", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo.H5Info = nil }, "/scene_info/h5_info", "required for h5"},
@@ -117,7 +127,7 @@ func TestValidate_Rules(t *testing.T) {
 		{"description utf-8", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubOrders[0].Description = "a\xffb" }, "/sub_orders/0/description", "UTF-8"},
 		{"goods_tag length", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubOrders[0].GoodsTag = long(33) }, "/sub_orders/0/goods_tag", "longer than 32"},
 		{"subsidy_amount negative", FlavourEcommerce, TradeTypeApp, func(r *CombineOrderRequest) {
-			r.SubOrders[0].SettleInfo = &SettleInfo{SubsidyAmount: -1}
+			r.SubOrders[0].SettleInfo = &SettleInfo{SubsidyAmount: ptr(int64(-1))}
 		}, "/sub_orders/0/settle_info/subsidy_amount", "negative"},
 		{"first problem in field order", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) {
 			r.SubOrders[1].Attach = ""
@@ -130,16 +140,14 @@ func TestValidate_Rules(t *testing.T) {
 		{"miniprogram needs openid", FlavourIndividual, TradeTypeMiniProgram, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{} }, "/combine_payer_info/openid", "is required"},
 		{"openid length", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{OpenID: long(129)} }, "/combine_payer_info/openid", "longer than 128"},
 		{"sub_openid length", FlavourPartner, TradeTypeJSAPI, func(r *CombineOrderRequest) { r.CombinePayerInfo.SubOpenID = long(129) }, "/combine_payer_info/sub_openid", "longer than 128"},
-		{"h5 has no payer", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{OpenID: testOpenID} }, "/combine_payer_info", "h5 has no payer"},
-		{"native has no payer", FlavourMerchant, TradeTypeNative, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{OpenID: testOpenID} }, "/combine_payer_info", "native has no payer"},
+		{"identity type enum", FlavourMerchant, TradeTypeNative, func(r *CombineOrderRequest) {
+			r.CombinePayerInfo = &PayerInfo{Identity: &Identity{Type: "PASSPORT", Number: "x", Name: "y"}}
+		}, "/combine_payer_info/identity/type", "must be one of"},
 		// Times.
 		{"time_start rfc3339", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TimeStart = "20180608103456" }, "/time_start", "RFC 3339"},
 		{"time_start no zone", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TimeStart = "2018-06-08T10:34:56" }, "/time_start", "RFC 3339"},
 		{"time_start not on miniprogram", FlavourIndividual, TradeTypeMiniProgram, func(r *CombineOrderRequest) { r.TimeStart = "2018-06-08T10:34:56+08:00" }, "/time_start", "only time_expire"},
 		{"time_expire rfc3339", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TimeExpire = "2018-06-08 10:34:56+08:00" }, "/time_expire", "RFC 3339"},
-		{"time_expire after time_start", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) {
-			r.TimeStart, r.TimeExpire = "2018-06-08T10:34:56+08:00", "2018-06-08T02:34:56Z"
-		}, "/time_expire", "after time_start"},
 		// notify_url.
 		{"notify_url required", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.NotifyURL = "" }, "/notify_url", "is required"},
 		{"notify_url https", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.NotifyURL = "http://yourapp.com/notify" }, "/notify_url", "absolute https"},
@@ -155,7 +163,7 @@ func TestValidate_Rules(t *testing.T) {
 		{"limit_pay duplicate", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.LimitPay = []string{"no_debit", "no_debit"} }, "/limit_pay/1", "repeats no_debit"},
 		{"trade_scenario only individual", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TradeScenario = TradeScenarioRecommerce }, "/trade_scenario", "only individual payees"},
 		{"trade_scenario enum", FlavourIndividual, TradeTypeApp, func(r *CombineOrderRequest) { r.TradeScenario = "SECONDHAND" }, "/trade_scenario", "RECOMMERCE"},
-		{"subsidy_info only jsapi", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubsidyInfo = &SubsidyInfo{UseSubsidy: true} }, "/subsidy_info", "only the jsapi endpoint"},
+		{"subsidy_info only app and jsapi", FlavourMerchant, TradeTypeNative, func(r *CombineOrderRequest) { r.SubsidyInfo = &SubsidyInfo{} }, "/subsidy_info", "only the app and jsapi endpoints"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,7 +205,17 @@ func TestValidate_Accepts(t *testing.T) {
 			r.CombineOutTradeNo = "P|2015*08-06_1"
 			r.SubOrders[0].OutTradeNo = "a|b*c-d_e"
 		}},
-		{"combine_out_trade_no of 1", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P" }},
+		{"combine_out_trade_no of 1 for individual payees", FlavourIndividual, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P" }},
+		{"at sign and star in order numbers", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.CombineOutTradeNo = "P2015@0806*1" }},
+		{"leap second", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TimeStart = "2019-12-31T15:59:60+08:00" }},
+		{"h5 payer", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{OpenID: testOpenID} }},
+		{"e-commerce fields", FlavourEcommerce, TradeTypeJSAPI, func(r *CombineOrderRequest) {
+			r.SubOrders[0].ProfitSharing = ptr(false)
+			r.SubOrders[0].SettleInfo = &SettleInfo{ProfitSharing: ptr(true), SubsidyAmount: ptr(int64(10))}
+			r.SubOrders[0].GoodsTag = "WXG"
+			r.SubOrders[0].SubAppID = "wxd678efh567hg6999"
+			r.CombinePayerInfo.SubOpenID = testOpenID
+		}},
 		{"32-character numbers", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.SubOrders[0].OutTradeNo = strings.Repeat("9", 32) }},
 		{"amount limits", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) {
 			r.SubOrders[0].Amount.TotalAmount, r.SubOrders[1].Amount.TotalAmount = 1, MaxSubOrderAmount
@@ -211,14 +229,15 @@ func TestValidate_Accepts(t *testing.T) {
 		{"individual without notify_url", FlavourIndividual, TradeTypeMiniProgram, func(r *CombineOrderRequest) { r.NotifyURL = "" }},
 		{"individual app with trade_scenario", FlavourIndividual, TradeTypeApp, func(r *CombineOrderRequest) {
 			r.TradeScenario = TradeScenarioRecommerce
-			r.SubOrders[0].OrderServiceType = OrderServiceTypeIndividualTrade
 			r.SubOrders[0].IndividualName = "哈哈哈小店"
 		}},
 		{"app with optional payer", FlavourEcommerce, TradeTypeApp, func(r *CombineOrderRequest) { r.CombinePayerInfo = &PayerInfo{OpenID: testOpenID} }},
 		{"ipv6 payer", FlavourMerchant, TradeTypeH5, func(r *CombineOrderRequest) { r.SceneInfo.PayerClientIP = "2001:db8::1" }},
 		{"loopback http notify_url", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.NotifyURL = "http://127.0.0.1:8080/notify" }},
 		{"limit_pay values", FlavourMerchant, TradeTypeJSAPI, func(r *CombineOrderRequest) { r.LimitPay = []string{"no_balance", "no_debit"} }},
-		{"jsapi subsidy", FlavourMerchant, TradeTypeJSAPI, func(r *CombineOrderRequest) { r.SubsidyInfo = &SubsidyInfo{UseSubsidy: true} }},
+		{"jsapi subsidy", FlavourMerchant, TradeTypeJSAPI, func(r *CombineOrderRequest) {
+			r.SubsidyInfo = &SubsidyInfo{SubsidyDetail: []SubsidyDetail{{SubsidyPeriodType: "PERIOD", SubsidyPlan: []SubsidyPlan{{SubsidyInstallmentNum: 3, SubsidyPercent: 100}}}}}
+		}},
 		{"fractional seconds", FlavourMerchant, TradeTypeApp, func(r *CombineOrderRequest) { r.TimeStart = "2030-05-20T13:29:35.120+08:00" }},
 	}
 	for _, tt := range tests {
@@ -326,3 +345,5 @@ func subOrdersN(f Flavour, n int) []SubOrder {
 func itoa3(i int) string {
 	return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,7 +1,6 @@
 package wechatsim
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -65,6 +64,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return // the client went away
 	}
 	m, ae := s.authenticate(r, body)
+	if ae == nil {
+		ae = checkHeaders(r)
+	}
 	if ae != nil {
 		s.writeError(w, r, ae)
 		return
@@ -92,13 +94,45 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// checkHeaders refuses a request without a User-Agent ("微信支付API v3将拒绝
+// 处理无User-Agent的请求") or whose Accept does not admit application/json
+// ("请求须设置HTTP头部 Accept: application/json"). Accept */* and
+// application/* admit JSON: the official Go SDK sends */*.
+func checkHeaders(r *http.Request) *apiError {
+	if strings.TrimSpace(r.Header.Get("User-Agent")) == "" {
+		return &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST", message: "HTTP头缺少User-Agent",
+			detail: paramDetail{Field: "User-Agent", Issue: "User-Agent header is required", Location: "header"}}
+	}
+	ok := false
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case "application/json", "application/*", "*/*":
+				ok = true
+			}
+		}
+	}
+	if !ok {
+		return &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST", message: "HTTP头Accept须为application/json",
+			detail: paramDetail{Field: "Accept", Issue: "Accept must admit application/json", Location: "header"}}
+	}
+	return nil
+}
+
 // injectFault answers the error fault f rolled, if any, and reports whether
 // it did. The timeout fault applies to creates only.
 func (s *Server) injectFault(w http.ResponseWriter, r *http.Request, f roll) bool {
 	var ae *apiError
 	switch f.kind {
 	case FaultSystemError:
-		ae = &apiError{status: http.StatusInternalServerError, code: "SYSTEMERROR", message: "系统异常，请用相同参数重新调用"}
+		ae = &apiError{status: http.StatusInternalServerError, code: s.spell("SYSTEMERROR"), message: "系统异常，请用相同参数重新调用"}
+	case FaultServiceUnavailable:
+		status := http.StatusServiceUnavailable
+		if s.chance(0.5) {
+			status = http.StatusBadGateway
+		}
+		ae = &apiError{status: status, code: "SERVICE_UNAVAILABLE", message: "服务不可用，请稍后重试"}
 	case FaultBankError:
 		ae = &apiError{status: http.StatusInternalServerError, code: "BANKERROR", message: "银行系统异常，请用相同参数重新调用"}
 	case FaultFrequencyLimited, FaultRateLimited:
@@ -118,14 +152,14 @@ func (s *Server) injectFault(w http.ResponseWriter, r *http.Request, f roll) boo
 }
 
 func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, m *MerchantConfig, t wechat.TradeType, body []byte, f roll) {
-	var req wechat.CombineOrderRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		s.writeError(w, r, jsonError(err))
-		return
-	}
-	k := orderKey{m.MchID, req.CombineOutTradeNo}
-	if req.CombineOutTradeNo == "" {
-		s.writeError(w, r, paramError("/combine_out_trade_no", "combine_out_trade_no is required", "body"))
+	no := peekOrderNo(body)
+	k := orderKey{m.MchID, no}
+	if no == "" {
+		if v := s.checkCreateBody(string(t), body, nil); v != nil {
+			s.writeError(w, r, paramError(v.field, v.issue, "body"))
+		} else {
+			s.writeError(w, r, paramError("/combine_out_trade_no", "is required", "body"))
+		}
 		return
 	}
 	if f.kind != "" && f.kind != FaultTimeoutAfterCreate {
@@ -134,7 +168,13 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, m *Merchant
 		return
 	}
 	s.recordCreate(k, "")
-	if ae := s.checkCreate(m, t, &req); ae != nil {
+	var req createBody
+	if v := s.checkCreateBody(string(t), body, &req); v != nil {
+		s.recordOutcome(k, "PARAM_ERROR")
+		s.writeError(w, r, paramError(v.field, v.issue, "body"))
+		return
+	}
+	if ae := s.checkBindings(m, &req); ae != nil {
 		s.recordOutcome(k, ae.code)
 		s.writeError(w, r, ae)
 		return
@@ -160,11 +200,45 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, m *Merchant
 	s.writeOK(w, r, http.StatusOK, answer, f.signTst)
 }
 
-// checkCreate applies the flavour's validation and the merchant bindings.
-func (s *Server) checkCreate(m *MerchantConfig, t wechat.TradeType, req *wechat.CombineOrderRequest) *apiError {
-	if err := validateCreate(s.cfg.Flavour, t, req); err != nil {
-		return validationAnswer(err)
+// peekOrderNo reads combine_out_trade_no from a body, if it is a string.
+func peekOrderNo(body []byte) string {
+	var v struct {
+		No any `json:"combine_out_trade_no"`
 	}
+	_ = json.Unmarshal(body, &v)
+	no, _ := v.No.(string)
+	return no
+}
+
+// checkCreateBody judges a create body of trade type t by the contract: the
+// endpoint's OpenAPI schema (strict), the character set, then the rules the
+// schema cannot say; into, if not nil, receives the decoded body.
+func (s *Server) checkCreateBody(t string, body []byte, into *createBody) *violation {
+	c, err := loadContract()
+	if err != nil {
+		return &violation{issue: err.Error()}
+	}
+	if v := c.checkSchema(t, body); v != nil {
+		return v
+	}
+	if v := checkText(body, ""); v != nil {
+		return v
+	}
+	var req createBody
+	if err := json.Unmarshal(body, &req); err != nil {
+		return &violation{issue: "body does not decode: " + err.Error()}
+	}
+	if v := checkCreateRules(string(s.cfg.Flavour), t, &req); v != nil {
+		return v
+	}
+	if into != nil {
+		*into = req
+	}
+	return nil
+}
+
+// checkBindings checks the merchant bindings of a valid create.
+func (s *Server) checkBindings(m *MerchantConfig, req *createBody) *apiError {
 	if req.CombineMchID != m.MchID {
 		return paramError("/combine_mchid", "combine_mchid must be the mchid that signed the request", "body")
 	}
@@ -175,7 +249,7 @@ func (s *Server) checkCreate(m *MerchantConfig, t wechat.TradeType, req *wechat.
 		if !s.known[so.MchID] && !contains(m.SubMchIDs, so.MchID) {
 			return &apiError{status: http.StatusBadRequest, code: "MCH_NOT_EXISTS", message: "商户号不存在"}
 		}
-		if so.SubMchID != "" && m.SubMchIDs != nil && !contains(m.SubMchIDs, so.SubMchID) {
+		if so.SubMchID != nil && m.SubMchIDs != nil && !contains(m.SubMchIDs, *so.SubMchID) {
 			return &apiError{status: http.StatusBadRequest, code: "MCH_NOT_EXISTS", message: "二级商户号不存在"}
 		}
 	}
@@ -191,31 +265,18 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-// jsonError turns a decoding error into a PARAM_ERROR naming the field.
-func jsonError(err error) *apiError {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return paramError("/"+strings.ReplaceAll(te.Field, ".", "/"), "expected "+te.Type.String()+", got JSON "+te.Value, "body")
-	}
-	return paramError("", "body is not valid JSON", "body")
-}
-
 func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request, m *MerchantConfig, op, key string, f roll) {
 	if op == OpQueryByID && s.cfg.Flavour != wechat.FlavourIndividual {
 		s.writeError(w, r, &apiError{status: http.StatusForbidden, code: "NOAUTH", message: "商户无权限"})
 		return
 	}
-	check := wechat.ValidateOrderNoParam
-	if op == OpQueryByID {
-		check = wechat.ValidateTransactionIDParam
-	}
-	if err := check(key); err != nil {
-		s.writeError(w, r, validationAnswer(err))
+	if v := checkPathParam(op, key); v != nil {
+		s.writeError(w, r, paramError(v.field, v.issue, "path"))
 		return
 	}
 	v, ok := s.lookup(m.MchID, key, op == OpQueryByID)
 	if !ok {
-		s.writeError(w, r, errOrderNotExist)
+		s.writeError(w, r, s.orderNotExist())
 		return
 	}
 	body, err := json.Marshal(v)
@@ -227,14 +288,30 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request, m *MerchantC
 }
 
 func (s *Server) serveClose(w http.ResponseWriter, r *http.Request, m *MerchantConfig, no string, body []byte, f roll) {
-	var req wechat.CloseRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil {
-		s.writeError(w, r, jsonError(err))
+	if v := checkPathParam(OpClose, no); v != nil {
+		s.writeError(w, r, paramError(v.field, v.issue, "path"))
 		return
 	}
-	if err := validateClose(s.cfg.Flavour, no, &req); err != nil {
-		s.writeError(w, r, validationAnswer(err))
+	c, err := loadContract()
+	if err != nil {
+		s.writeError(w, r, &apiError{status: 500, code: "SYSTEM_ERROR", message: "系统错误"})
+		return
+	}
+	v := c.checkSchema(contractClose, body)
+	if v == nil {
+		v = checkText(body, "")
+	}
+	var req closeBody
+	if v == nil {
+		if err := json.Unmarshal(body, &req); err != nil {
+			v = &violation{issue: "body does not decode"}
+		}
+	}
+	if v == nil {
+		v = checkCloseRules(string(s.cfg.Flavour), no, &req)
+	}
+	if v != nil {
+		s.writeError(w, r, paramError(v.field, v.issue, "body"))
 		return
 	}
 	if ae := s.closeOrder(m.MchID, no, &req); ae != nil {
@@ -242,4 +319,21 @@ func (s *Server) serveClose(w http.ResponseWriter, r *http.Request, m *MerchantC
 		return
 	}
 	s.writeOK(w, r, http.StatusNoContent, nil, f.signTst)
+}
+
+// checkPathParam checks the path parameter of a query or close:
+// combine_out_trade_no (1–32 of the order-number alphabet) or
+// combine_transaction_id (1–32 digits and letters).
+func checkPathParam(op, key string) *violation {
+	if op == OpQueryByID {
+		if key == "" || len(key) > 32 || strings.ContainsFunc(key, func(r rune) bool {
+			return (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z')
+		}) {
+			return &violation{"combine_transaction_id", "must be 1 to 32 digits and letters"}
+		}
+		return nil
+	}
+	c := &ruleCheck{}
+	c.orderNo("combine_out_trade_no", "", key, 1)
+	return c.v
 }

@@ -48,7 +48,7 @@ func (s *Server) authenticate(r *http.Request, body []byte) (*MerchantConfig, *a
 	if a.Serial != m.Serial {
 		return nil, signError("serial_no", "serial_no is not a certificate of merchant "+a.MchID, nil)
 	}
-	if d := s.now().Sub(time.Unix(a.Timestamp, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+	if d := s.wall().Sub(time.Unix(a.Timestamp, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		return nil, signError("timestamp", "timestamp is too far from the server's clock", nil)
 	}
 	target := r.RequestURI // the raw request target, exactly as sent

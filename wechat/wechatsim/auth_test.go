@@ -62,6 +62,7 @@ func TestServer_Authentication(t *testing.T) {
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
 			}
+			req.Header.Set("Accept", "application/json")
 			resp := do(t, req)
 			if resp.status != tt.wantStatus {
 				t.Fatalf("status = %d (%s), want %d", resp.status, resp.body, tt.wantStatus)
@@ -141,7 +142,7 @@ func TestServer_ParamError(t *testing.T) {
 		{"one sub-order in the merchant flavour", func(r *wechat.CombineOrderRequest) { r.SubOrders = r.SubOrders[:1] }, "", "/sub_orders"},
 		{"missing description", func(r *wechat.CombineOrderRequest) { r.SubOrders[1].Description = "" }, "", "/sub_orders/1/description"},
 		{"combine_mchid of another merchant", func(r *wechat.CombineOrderRequest) { r.CombineMchID = mchB }, "", "/combine_mchid"},
-		{"amount of the wrong type", nil, `{"combine_out_trade_no":"X1234567","sub_orders":[{"amount":{"total_amount":"1"}}]}`, "/sub_orders/amount/total_amount"},
+		{"amount of the wrong type", nil, `{"combine_out_trade_no":"X1234567","sub_orders":[{"amount":{"total_amount":"1"}}]}`, "/sub_orders/0/amount/total_amount"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -54,6 +54,21 @@ const (
 	NotifyTimeoutDefault = 5 * time.Second
 	// MaxBodyBytesDefault caps a request body.
 	MaxBodyBytesDefault = 1 << 20
+	// OrderLifetimeDefault is how long an unpaid order stays payable when
+	// its time_expire does not say otherwise (SKILLS 排障手册 §六: 7 days).
+	OrderLifetimeDefault = 7 * 24 * time.Hour
+)
+
+// Code spellings of FaultConfig.CodeSpelling. The per-endpoint combine
+// tables write SYSTEMERROR and ORDERNOTEXIST; the interface rules' common
+// table writes SYSTEM_ERROR and ORDER_NOT_EXIST; WeChat Pay answers both.
+const (
+	// SpellingTable answers the combine tables' spellings (the default).
+	SpellingTable = "table"
+	// SpellingCommon answers the common table's spellings.
+	SpellingCommon = "common"
+	// SpellingMixed picks either spelling at random, per answer.
+	SpellingMixed = "mixed"
 )
 
 // NotifySchedule is WeChat Pay's notification retry schedule: the delay
@@ -87,7 +102,7 @@ type MerchantConfig struct {
 }
 
 // FaultConfig sets the injected faults. Rates are probabilities per API
-// request in [0, 1]; the five answer faults together must not exceed 1.
+// request in [0, 1]; the six answer faults together must not exceed 1.
 type FaultConfig struct {
 	// SystemErrorRate answers 500 SYSTEMERROR. Defaults to 0.
 	SystemErrorRate float64 `json:"system_error_rate"`
@@ -111,6 +126,22 @@ type FaultConfig struct {
 	// second (a token bucket holding one second's worth); excess requests
 	// answer 429 FREQUENCY_LIMITED. Defaults to 0, no limit.
 	RatePerMerchant float64 `json:"rate_per_merchant"`
+	// ServiceUnavailableRate answers 502 or 503 (even odds) with the JSON
+	// body {"code":"SERVICE_UNAVAILABLE",…}, the common table's answer for
+	// both statuses. Defaults to 0.
+	ServiceUnavailableRate float64 `json:"service_unavailable_rate"`
+	// UnsignedErrorRate sends this share of error answers without
+	// Wechatpay-* headers (UnsignedErrors sends all of them so). Defaults
+	// to 0.
+	UnsignedErrorRate float64 `json:"unsigned_error_rate"`
+	// NotifyDropRate is the share of payments whose TRANSACTION.SUCCESS
+	// notification is never sent: the merchant learns of them only by
+	// querying. Defaults to 0.
+	NotifyDropRate float64 `json:"notify_drop_rate"`
+	// CodeSpelling picks how SYSTEMERROR/SYSTEM_ERROR and
+	// ORDERNOTEXIST/ORDER_NOT_EXIST are spelled: SpellingTable (the
+	// default, also ""), SpellingCommon or SpellingMixed.
+	CodeSpelling string `json:"code_spelling,omitempty"`
 	// Latency delays every API answer. Defaults to 0.
 	Latency time.Duration `json:"latency"`
 	// LatencyJitter adds a uniform random delay in [0, LatencyJitter).
@@ -125,20 +156,25 @@ func (f FaultConfig) validate() error {
 	}{
 		{"SystemErrorRate", f.SystemErrorRate}, {"BankErrorRate", f.BankErrorRate},
 		{"FrequencyLimitedRate", f.FrequencyLimitedRate}, {"Bad502Rate", f.Bad502Rate},
-		{"TimeoutAfterCreateRate", f.TimeoutAfterCreateRate}, {"SignTestRate", f.SignTestRate},
+		{"TimeoutAfterCreateRate", f.TimeoutAfterCreateRate}, {"ServiceUnavailableRate", f.ServiceUnavailableRate},
+		{"SignTestRate", f.SignTestRate}, {"UnsignedErrorRate", f.UnsignedErrorRate}, {"NotifyDropRate", f.NotifyDropRate},
 	}
 	sum := 0.0
 	for _, r := range rates {
 		if r.v < 0 || r.v > 1 {
 			return fmt.Errorf("wechatsim: faults: %s is %v, want within [0, 1]", r.name, r.v)
 		}
-		if r.name != "SignTestRate" {
+		switch r.name {
+		case "SignTestRate", "UnsignedErrorRate", "NotifyDropRate":
+		default:
 			sum += r.v
 		}
 	}
 	switch {
 	case sum > 1:
 		return fmt.Errorf("wechatsim: faults: answer fault rates add up to %v, want at most 1", sum)
+	case f.CodeSpelling != "" && f.CodeSpelling != SpellingTable && f.CodeSpelling != SpellingCommon && f.CodeSpelling != SpellingMixed:
+		return fmt.Errorf("wechatsim: faults: CodeSpelling %q, want table, common or mixed", f.CodeSpelling)
 	case f.RatePerMerchant < 0:
 		return errors.New("wechatsim: faults: RatePerMerchant is negative")
 	case f.Latency < 0 || f.LatencyJitter < 0:

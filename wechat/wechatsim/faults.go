@@ -16,6 +16,13 @@ const (
 	FaultTimeoutAfterCreate = "TIMEOUT_AFTER_CREATE"
 	FaultSignTest           = "SIGNTEST"
 	FaultLatency            = "LATENCY"
+	// FaultServiceUnavailable is a 502 or 503 answered with a
+	// SERVICE_UNAVAILABLE JSON body.
+	FaultServiceUnavailable = "SERVICE_UNAVAILABLE"
+	// FaultUnsigned counts error answers sent without a signature.
+	FaultUnsigned = "UNSIGNED_ERROR"
+	// FaultNotifyDropped counts payments whose notification was never sent.
+	FaultNotifyDropped = "NOTIFY_DROPPED"
 )
 
 // roll is the outcome of one request's fault dice.
@@ -43,6 +50,8 @@ func (s *Server) rollFaults(mchID string) roll {
 		r.kind = FaultBad502
 	} else if u -= f.Bad502Rate; u < f.TimeoutAfterCreateRate {
 		r.kind = FaultTimeoutAfterCreate
+	} else if u -= f.TimeoutAfterCreateRate; u < f.ServiceUnavailableRate {
+		r.kind = FaultServiceUnavailable
 	}
 	r.signTst = f.SignTestRate > 0 && s.rng.Float64() < f.SignTestRate
 	r.delay = f.Latency
@@ -70,7 +79,7 @@ type bucket struct {
 
 // takeToken spends one of mchID's tokens; s.faultMu is held.
 func (s *Server) takeToken(mchID string, rate float64) bool {
-	now := s.now()
+	now := s.wall()
 	b := s.buckets[mchID]
 	burst := math.Max(rate, 1)
 	if b == nil {

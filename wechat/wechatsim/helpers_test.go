@@ -121,7 +121,7 @@ func merchantOrder(no, notifyURL string) *wechat.CombineOrderRequest {
 		CombineAppID:      appA,
 		CombineMchID:      mchA,
 		CombineOutTradeNo: no,
-		SceneInfo:         &wechat.SceneInfo{DeviceID: "POS1:1", PayerClientIP: "14.17.22.32"},
+		SceneInfo:         &wechat.SceneInfo{DeviceID: "POS1:123", PayerClientIP: "14.17.22.32"},
 		SubOrders: []wechat.SubOrder{
 			{MchID: mchA, Attach: "shop A", Amount: wechat.Amount{TotalAmount: 100, Currency: "CNY"}, OutTradeNo: no + "a", Description: "tea"},
 			{MchID: mchB, Attach: "shop B", Amount: wechat.Amount{TotalAmount: 250, Currency: "CNY"}, OutTradeNo: no + "b", Description: "cake"},
@@ -152,6 +152,8 @@ func signedRequest(t testing.TB, m *wechat.Merchant, base, method, target string
 	}
 	req.Header.Set("Authorization", a.String())
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "wechatsim-test/1")
 	return req
 }
 

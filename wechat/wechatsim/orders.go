@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,20 +46,46 @@ func (e *entry) successes() int {
 type order struct {
 	mchID       string
 	tradeType   wechat.TradeType
-	req         wechat.CombineOrderRequest
+	req         createBody
 	canonical   []byte // the request re-encoded: identical creates compare equal
 	createdAt   time.Time
 	answer      wechat.PrepayResult
 	answerBody  []byte
 	answeredAt  time.Time
+	issued      []IssuedPrepay // every answer issued, oldest first
 	combineTxID string
-	state       string // NOTPAY, SUCCESS or CLOSED
+	states      []string // trade_state per sub-order
 	successTime time.Time
 	payerOpenID string
 	txIDs       []string // per sub-order, once paid
+	payer       []int64  // payer_amount per sub-order, once paid
+	promotions  [][]wechat.Promotion
 
 	notifyAttempts  int
 	notifyDelivered bool
+	notifyDropped   bool
+}
+
+// anyIn reports whether some sub-order is in one of states.
+func (o *order) anyIn(states ...string) bool {
+	for _, st := range o.states {
+		if slices.Contains(states, st) {
+			return true
+		}
+	}
+	return false
+}
+
+// expiresAt answers when the order stops being payable: time_expire when
+// it was in the future at creation, else the 7-day default lifetime.
+func (o *order) expiresAt() time.Time {
+	end := o.createdAt.Add(OrderLifetimeDefault)
+	if o.req.TimeExpire != nil {
+		if t, err := time.Parse(time.RFC3339, *o.req.TimeExpire); err == nil && t.After(o.createdAt) {
+			return t
+		}
+	}
+	return end
 }
 
 // Errors of Pay.
@@ -69,11 +96,20 @@ var (
 	ErrOrderClosed = errors.New("wechatsim: order is closed")
 	// ErrOrderPaid reports paying an order twice.
 	ErrOrderPaid = errors.New("wechatsim: order is already paid")
+	// ErrOrderExpired reports paying an order past its time_expire or its
+	// 7-day lifetime.
+	ErrOrderExpired = errors.New("wechatsim: order has expired")
+	// ErrBadTradeState reports a trade state SetTradeState does not know, or
+	// a count of states that is neither 1 nor the sub-order count.
+	ErrBadTradeState = errors.New("wechatsim: bad trade state")
 )
 
 var (
-	errOrderNotExist = &apiError{status: http.StatusNotFound, code: "ORDERNOTEXIST", message: "订单不存在"}
-	errOrderClosed   = &apiError{status: http.StatusBadRequest, code: "ORDER_CLOSED", message: "当前订单已关闭，请重新下单"}
+	errOrderClosed  = &apiError{status: http.StatusBadRequest, code: "ORDER_CLOSED", message: "当前订单已关闭，请重新下单"}
+	errOrderExpired = &apiError{status: http.StatusBadRequest, code: "ORDER_CLOSED", message: "该订单已失效"}
+	// errOrderPaid answers a create or close of a paid order: "订单已支付"
+	// (268449538 in the troubleshooting handbook) under INVALID_REQUEST,
+	// the code WeChat Pay files business-state refusals under.
 	errOrderPaid     = &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST", message: "订单已支付"}
 	errNoTradeUsed   = &apiError{status: http.StatusForbidden, code: "OUT_TRADE_NO_USED", message: "商户订单号重复"}
 	errCloseMismatch = &apiError{status: http.StatusBadRequest, code: "INVALID_REQUEST",
@@ -100,7 +136,7 @@ func answerKey(a wechat.PrepayResult) string {
 // create applies a validated create of merchant m to the order state and
 // answers the body to send (the new or the still-valid earlier answer), or
 // an error answer.
-func (s *Server) create(m *MerchantConfig, t wechat.TradeType, req *wechat.CombineOrderRequest, canonical []byte) ([]byte, *apiError) {
+func (s *Server) create(m *MerchantConfig, t wechat.TradeType, req *createBody, canonical []byte) ([]byte, *apiError) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -109,7 +145,10 @@ func (s *Server) create(m *MerchantConfig, t wechat.TradeType, req *wechat.Combi
 	if o == nil {
 		o = &order{
 			mchID: m.MchID, tradeType: t, req: *req, canonical: canonical, createdAt: now,
-			state: wechat.TradeStateNotPay, combineTxID: newTransactionID(now),
+			states: make([]string, len(req.SubOrders)), combineTxID: newTransactionID(now),
+		}
+		for i := range o.states {
+			o.states[i] = wechat.TradeStateNotPay
 		}
 		e.order = o
 		s.byTxID[o.combineTxID] = e
@@ -119,12 +158,14 @@ func (s *Server) create(m *MerchantConfig, t wechat.TradeType, req *wechat.Combi
 	}
 	var ae *apiError
 	switch {
-	case o.state == wechat.TradeStateClosed:
-		ae = errOrderClosed
-	case o.state == wechat.TradeStateSuccess:
+	case o.anyIn(wechat.TradeStateSuccess, wechat.TradeStateRefund):
 		ae = errOrderPaid
+	case o.anyIn(wechat.TradeStateClosed):
+		ae = errOrderClosed
 	case o.tradeType != t || string(o.canonical) != string(canonical):
 		ae = errNoTradeUsed
+	case !now.Before(o.expiresAt()):
+		ae = errOrderExpired
 	}
 	if ae != nil {
 		e.outcome(ae.code)
@@ -145,6 +186,14 @@ func (s *Server) refreshAnswerLocked(o *order, now time.Time) {
 	o.answer = s.newPrepay(o.tradeType, now)
 	o.answerBody, _ = json.Marshal(o.answer) // a struct of strings always marshals
 	o.answeredAt = now
+	validity := s.cfg.PrepayValidity
+	if o.tradeType == wechat.TradeTypeH5 {
+		validity = s.cfg.H5URLValidity
+	}
+	o.issued = append(o.issued, IssuedPrepay{
+		PrepayID: o.answer.PrepayID, H5URL: o.answer.H5URL, CodeURL: o.answer.CodeURL,
+		IssuedAt: now, ExpiresAt: now.Add(validity),
+	})
 }
 
 // entryLocked answers the entry of k, creating it; s.mu is held.
@@ -177,45 +226,55 @@ func (s *Server) recordOutcome(k orderKey, outcome string) {
 }
 
 // closeOrder closes merchant mchID's order no if req names its sub-orders
-// exactly.
-func (s *Server) closeOrder(mchID, no string, req *wechat.CloseRequest) *apiError {
+// exactly. Closing a closed order answers 204 again (close is re-entrant);
+// closing a paid one answers 400 INVALID_REQUEST "订单已支付".
+func (s *Server) closeOrder(mchID, no string, req *closeBody) *apiError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[orderKey{mchID, no}]
 	if e == nil || e.order == nil {
-		return errOrderNotExist
+		return s.orderNotExist()
 	}
 	o := e.order
 	if !closeMatches(&o.req, req) {
 		return errCloseMismatch
 	}
-	if o.state == wechat.TradeStateSuccess {
+	if o.anyIn(wechat.TradeStateSuccess, wechat.TradeStateRefund) {
 		return errOrderPaid
 	}
-	o.state = wechat.TradeStateClosed
+	for i := range o.states {
+		o.states[i] = wechat.TradeStateClosed
+	}
 	return nil
 }
 
 // closeMatches reports whether a close names exactly the created
 // sub-orders: same appid, count, and per sub-order mchid, out_trade_no,
 // sub_mchid and individual_auth_id, in any order.
-func closeMatches(c *wechat.CombineOrderRequest, req *wechat.CloseRequest) bool {
+func closeMatches(c *createBody, req *closeBody) bool {
 	if req.CombineAppID != c.CombineAppID || len(req.SubOrders) != len(c.SubOrders) {
 		return false
 	}
 	type id struct{ mch, no, sub, ind string }
 	want := make(map[id]int, len(c.SubOrders))
 	for _, so := range c.SubOrders {
-		want[id{so.MchID, so.OutTradeNo, so.SubMchID, so.IndividualAuthID}]++
+		want[id{so.MchID, so.OutTradeNo, deref(so.SubMchID), deref(so.IndividualAuthID)}]++
 	}
 	for _, so := range req.SubOrders {
-		k := id{so.MchID, so.OutTradeNo, so.SubMchID, so.IndividualAuthID}
+		k := id{so.MchID, so.OutTradeNo, deref(so.SubMchID), deref(so.IndividualAuthID)}
 		if want[k] == 0 {
 			return false
 		}
 		want[k]--
 	}
 	return true
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // lookup answers the order of merchant mchID by order number, or by
@@ -245,34 +304,35 @@ func (s *Server) view(o *order) wechat.CombineOrder {
 	r := &o.req
 	v := wechat.CombineOrder{
 		CombineAppID: r.CombineAppID, CombineMchID: r.CombineMchID, CombineOutTradeNo: r.CombineOutTradeNo,
-		TradeScenario: r.TradeScenario, SubOrders: make([]wechat.OrderSubOrder, len(r.SubOrders)),
+		TradeScenario: deref(r.TradeScenario), SubOrders: make([]wechat.OrderSubOrder, len(r.SubOrders)),
 	}
 	if s.cfg.Flavour == wechat.FlavourIndividual {
 		v.CombineTransactionID = o.combineTxID
 	}
-	if r.SceneInfo != nil && r.SceneInfo.DeviceID != "" {
-		v.SceneInfo = &wechat.SceneInfo{DeviceID: r.SceneInfo.DeviceID}
+	if r.SceneInfo != nil && r.SceneInfo.DeviceID != nil {
+		v.SceneInfo = &wechat.SceneInfo{DeviceID: *r.SceneInfo.DeviceID}
 	}
-	paid := o.state == wechat.TradeStateSuccess
-	if paid {
+	if o.txIDs != nil {
 		v.CombinePayerInfo = &wechat.PayerInfo{OpenID: o.payerOpenID}
 	}
 	for i, so := range r.SubOrders {
+		st := o.states[i]
 		out := wechat.OrderSubOrder{
-			MchID: so.MchID, SubMchID: so.SubMchID, SubAppID: so.SubAppID,
-			IndividualAuthID: so.IndividualAuthID, IndividualName: so.IndividualName,
-			OutTradeNo: so.OutTradeNo, TradeState: o.state, Attach: so.Attach,
+			MchID: so.MchID, SubMchID: deref(so.SubMchID), SubAppID: deref(so.SubAppID),
+			IndividualAuthID: deref(so.IndividualAuthID), IndividualName: deref(so.IndividualName),
+			OutTradeNo: so.OutTradeNo, TradeState: st, Attach: so.Attach,
 			Amount: wechat.Amount{TotalAmount: so.Amount.TotalAmount, Currency: so.Amount.Currency},
 		}
-		if paid {
+		if (st == wechat.TradeStateSuccess || st == wechat.TradeStateRefund) && o.txIDs != nil {
 			out.TransactionID = o.txIDs[i]
 			out.TradeType = tradeTypeNames[o.tradeType]
 			out.BankType = "OTHERS"
 			out.SuccessTime = o.successTime.In(chinaTime).Format(time.RFC3339)
-			out.Amount.PayerAmount = so.Amount.TotalAmount
+			out.Amount.PayerAmount = o.payer[i]
 			out.Amount.PayerCurrency = so.Amount.Currency
-			if r.CombinePayerInfo != nil && r.CombinePayerInfo.SubOpenID != "" && so.SubAppID != "" {
-				out.SubOpenID = r.CombinePayerInfo.SubOpenID
+			out.PromotionDetail = o.promotions[i]
+			if p := r.CombinePayerInfo; p != nil && p.SubOpenID != nil && so.SubAppID != nil {
+				out.SubOpenID = *p.SubOpenID
 			}
 		}
 		v.SubOrders[i] = out
@@ -285,13 +345,33 @@ func newTransactionID(now time.Time) string {
 	return "4200" + now.In(chinaTime).Format("20060102") + randomDigits(16)
 }
 
+// PayOptions shapes a payment made by PayWith.
+type PayOptions struct {
+	// SkipNotification pays without sending the TRANSACTION.SUCCESS
+	// notification, as when WeChat Pay's notification is lost for good; only
+	// a query tells the merchant.
+	SkipNotification bool `json:"skip_notification"`
+	// Discount is the promotion, in fen, taken off each sub-order: its
+	// payer_amount is total_amount minus the discount (at least 1 fen is
+	// paid) and promotion_detail lists one GLOBAL CASH coupon of that
+	// amount, paid by WeChat Pay. Defaults to 0: payer_amount equals
+	// total_amount and there is no promotion_detail.
+	Discount int64 `json:"discount"`
+}
+
 // Pay pays merchant mchID's order combineOutTradeNo as a payer would: every
 // sub-order becomes SUCCESS with a transaction_id, the payer and success_time
 // are set, and a TRANSACTION.SUCCESS notification is sent to the order's
-// notify_url (retried on NotifySchedule until answered 2xx). It answers the
-// paid order, or ErrOrderNotFound, ErrOrderClosed or ErrOrderPaid. ctx is
+// notify_url (retried on NotifySchedule until answered 2xx; dropped
+// altogether at FaultConfig.NotifyDropRate). It answers the paid order, or
+// ErrOrderNotFound, ErrOrderClosed, ErrOrderPaid or ErrOrderExpired. ctx is
 // unused for now and reserved for a payment delay.
 func (s *Server) Pay(ctx context.Context, mchID, combineOutTradeNo string) (*wechat.CombineOrder, error) {
+	return s.PayWith(ctx, mchID, combineOutTradeNo, PayOptions{})
+}
+
+// PayWith is Pay shaped by opts.
+func (s *Server) PayWith(ctx context.Context, mchID, combineOutTradeNo string, opts PayOptions) (*wechat.CombineOrder, error) {
 	_ = ctx
 	now := s.now()
 	s.mu.Lock()
@@ -301,29 +381,102 @@ func (s *Server) Pay(ctx context.Context, mchID, combineOutTradeNo string) (*wec
 		return nil, fmt.Errorf("%w: %s/%s", ErrOrderNotFound, mchID, combineOutTradeNo)
 	}
 	o := e.order
-	switch o.state {
-	case wechat.TradeStateClosed:
+	var err error
+	switch {
+	case o.anyIn(wechat.TradeStateSuccess, wechat.TradeStateRefund):
+		err = ErrOrderPaid
+	case o.anyIn(wechat.TradeStateClosed):
+		err = ErrOrderClosed
+	case !now.Before(o.expiresAt()):
+		err = ErrOrderExpired
+	}
+	if err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s/%s", ErrOrderClosed, mchID, combineOutTradeNo)
-	case wechat.TradeStateSuccess:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s/%s", ErrOrderPaid, mchID, combineOutTradeNo)
+		return nil, fmt.Errorf("%w: %s/%s", err, mchID, combineOutTradeNo)
 	}
-	o.state = wechat.TradeStateSuccess
-	o.successTime = now.Truncate(time.Second)
-	o.payerOpenID = "o" + randomAlnum(27)
-	if o.req.CombinePayerInfo != nil && o.req.CombinePayerInfo.OpenID != "" {
-		o.payerOpenID = o.req.CombinePayerInfo.OpenID
-	}
-	o.txIDs = make([]string, len(o.req.SubOrders))
-	for i := range o.txIDs {
-		o.txIDs[i] = newTransactionID(now)
-	}
+	s.settleLocked(o, now, opts.Discount, wechat.TradeStateSuccess)
 	v := s.view(o)
-	notifyURL := o.req.NotifyURL
+	notifyURL := deref(o.req.NotifyURL)
+	drop := !opts.SkipNotification && s.chance(s.Faults().NotifyDropRate)
+	o.notifyDropped = drop || opts.SkipNotification
 	s.mu.Unlock()
-	if notifyURL != "" {
+	switch {
+	case drop:
+		s.stats.notification(func(st *NotificationStats) { st.Dropped++ })
+		s.stats.fault(FaultNotifyDropped)
+	case opts.SkipNotification:
+		s.stats.notification(func(st *NotificationStats) { st.Skipped++ })
+	case notifyURL != "":
 		s.startNotification(orderKey{mchID, combineOutTradeNo}, notifyURL, &v)
 	}
 	return &v, nil
+}
+
+// settleLocked records a payment of every sub-order of o not yet paid and
+// puts each into state; s.mu is held.
+func (s *Server) settleLocked(o *order, now time.Time, discount int64, state string) {
+	if o.txIDs == nil {
+		o.successTime = now.Truncate(time.Second)
+		o.payerOpenID = "o" + randomAlnum(27)
+		if p := o.req.CombinePayerInfo; p != nil && p.OpenID != nil && *p.OpenID != "" {
+			o.payerOpenID = *p.OpenID
+		}
+		o.txIDs = make([]string, len(o.req.SubOrders))
+		o.payer = make([]int64, len(o.req.SubOrders))
+		o.promotions = make([][]wechat.Promotion, len(o.req.SubOrders))
+		for i, so := range o.req.SubOrders {
+			o.txIDs[i] = newTransactionID(now)
+			d := min(max(discount, 0), so.Amount.TotalAmount-1)
+			o.payer[i] = so.Amount.TotalAmount - d
+			if d > 0 {
+				o.promotions[i] = []wechat.Promotion{{
+					CouponID: randomDigits(10), Name: "simulated coupon", Scope: "GLOBAL", Type: "CASH",
+					Amount: d, StockID: randomDigits(8), WechatpayContribute: d, Currency: so.Amount.Currency,
+				}}
+			}
+		}
+	}
+	for i := range o.states {
+		o.states[i] = state
+	}
+}
+
+// TradeStates are the trade_state values a sub-order can take.
+var TradeStates = []string{wechat.TradeStateSuccess, wechat.TradeStateRefund, wechat.TradeStateNotPay,
+	wechat.TradeStateClosed, wechat.TradeStatePayError}
+
+// SetTradeState puts merchant mchID's order no into the given trade states
+// without a payment or a notification: one state for every sub-order, or one
+// per sub-order in order. SUCCESS and REFUND give a sub-order a
+// transaction_id, success_time and payer_amount (as a payment would) if it
+// has none. It is for tests of a merchant's handling of states the payer
+// flow does not produce (REFUND, PAYERROR, mixed); it answers
+// ErrOrderNotFound or ErrBadTradeState.
+func (s *Server) SetTradeState(mchID, no string, states ...string) error {
+	for _, st := range states {
+		if !slices.Contains(TradeStates, st) {
+			return fmt.Errorf("%w: %q (want one of %v)", ErrBadTradeState, st, TradeStates)
+		}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[orderKey{mchID, no}]
+	if e == nil || e.order == nil {
+		return fmt.Errorf("%w: %s/%s", ErrOrderNotFound, mchID, no)
+	}
+	o := e.order
+	if len(states) != 1 && len(states) != len(o.states) {
+		return fmt.Errorf("%w: %d states for %d sub-orders", ErrBadTradeState, len(states), len(o.states))
+	}
+	paidState := slices.ContainsFunc(states, func(st string) bool {
+		return st == wechat.TradeStateSuccess || st == wechat.TradeStateRefund
+	})
+	if paidState {
+		s.settleLocked(o, now, 0, o.states[0])
+	}
+	for i := range o.states {
+		o.states[i] = states[min(i, len(states)-1)]
+	}
+	return nil
 }

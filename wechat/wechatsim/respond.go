@@ -73,14 +73,14 @@ func (s *Server) signingKey(r *http.Request) (wechat.PrivateKey, string) {
 // WECHATPAY/SIGNTEST/ probe that no key verifies.
 func (s *Server) sign(h http.Header, key wechat.PrivateKey, serial string, body []byte, probe bool) error {
 	if probe {
-		h.Set(wechat.HeaderTimestamp, strconv.FormatInt(s.now().Unix(), 10))
+		h.Set(wechat.HeaderTimestamp, strconv.FormatInt(s.wall().Unix(), 10))
 		h.Set(wechat.HeaderNonce, wechat.NewNonce())
 		h.Set(wechat.HeaderSignature, wechat.SignTestPrefix+base64.StdEncoding.EncodeToString(randomBytes(237)))
 		h.Set(wechat.HeaderSerial, serial)
 		h.Set(wechat.HeaderSignatureType, wechat.AuthScheme)
 		return nil
 	}
-	ts, nonce := strconv.FormatInt(s.now().Unix(), 10), wechat.NewNonce()
+	ts, nonce := strconv.FormatInt(s.wall().Unix(), 10), wechat.NewNonce()
 	sig, err := signMessage(key, wechat.ResponseMessage(ts, nonce, body))
 	if err != nil {
 		return err
@@ -116,6 +116,28 @@ func (s *Server) writeOK(w http.ResponseWriter, r *http.Request, status int, bod
 	s.stats.answer(strconv.Itoa(status))
 }
 
+// spell answers code in the spelling FaultConfig.CodeSpelling asks for.
+func (s *Server) spell(code string) string {
+	common := map[string]string{"SYSTEMERROR": "SYSTEM_ERROR", "ORDERNOTEXIST": "ORDER_NOT_EXIST"}[code]
+	if common == "" {
+		return code
+	}
+	switch s.Faults().CodeSpelling {
+	case SpellingCommon:
+		return common
+	case SpellingMixed:
+		if s.chance(0.5) {
+			return common
+		}
+	}
+	return code
+}
+
+// orderNotExist answers 404 ORDERNOTEXIST (or ORDER_NOT_EXIST).
+func (s *Server) orderNotExist() *apiError {
+	return &apiError{status: http.StatusNotFound, code: s.spell("ORDERNOTEXIST"), message: "订单不存在"}
+}
+
 // writeError writes an error answer, signed unless faults say otherwise.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
 	body, err := json.Marshal(struct {
@@ -129,7 +151,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError)
 	h := w.Header()
 	h.Set(wechat.HeaderRequestID, newRequestID(e.code, e.status))
 	h.Set("Content-Type", "application/json; charset=utf-8")
-	if !s.Faults().UnsignedErrors {
+	switch f := s.Faults(); {
+	case f.UnsignedErrors:
+	case s.chance(f.UnsignedErrorRate):
+		s.stats.fault(FaultUnsigned)
+	default:
 		key, serial := s.signingKey(r)
 		_ = s.sign(h, key, serial, body, false)
 	}

@@ -31,6 +31,7 @@ type Server struct {
 	byTxID  map[string]*entry
 
 	stats counters
+	clock simClock
 
 	done      chan struct{}   // closed by Close: hanging requests and notifiers return
 	ctx       context.Context // cancelled by Close; parent of notification requests
@@ -46,6 +47,11 @@ type Server struct {
 // done with it.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.applyDefaults(); err != nil {
+		return nil, err
+	}
+	// Compile the contract now, not on the first request: under load its
+	// first compilation could outlast a client's timeout.
+	if _, err := loadContract(); err != nil {
 		return nil, err
 	}
 	s := &Server{
@@ -83,6 +89,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /sim/stats", s.serveStats)
 	mux.HandleFunc("GET /sim/faults", s.serveFaults)
 	mux.HandleFunc("PUT /sim/faults", s.serveSetFaults)
+	mux.HandleFunc("PUT /sim/orders/{mchid}/{no}/trade-state", s.serveSetTradeState)
+	mux.HandleFunc("GET /sim/clock", s.serveClock)
+	mux.HandleFunc("POST /sim/clock", s.serveSetClock)
+	mux.HandleFunc("GET /sim/ledger", s.serveLedger)
+	mux.HandleFunc("GET /sim/ledger/{mchid}/{no}", s.serveLedgerEntry)
 	return mux
 }
 
@@ -158,5 +169,3 @@ func (s *Server) Flavour() wechat.Flavour { return s.cfg.Flavour }
 
 // Platform answers the keys that sign answers and notifications.
 func (s *Server) Platform() *Platform { return s.cfg.Platform }
-
-func (s *Server) now() time.Time { return s.cfg.NowFunc() }

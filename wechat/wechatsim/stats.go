@@ -63,6 +63,11 @@ type NotificationStats struct {
 	ProbesAccepted int64 `json:"probes_accepted"`
 	// Pending counts notifications still being retried.
 	Pending int64 `json:"pending"`
+	// Dropped counts payments whose notification was never sent
+	// (FaultConfig.NotifyDropRate); Skipped those paid with
+	// PayOptions.SkipNotification.
+	Dropped int64 `json:"dropped"`
+	Skipped int64 `json:"skipped"`
 }
 
 // counters holds the counters that are not derived from the order map.
@@ -122,10 +127,10 @@ func (s *Server) Stats() Stats {
 		}
 		if o := e.order; o != nil {
 			st.Orders++
-			switch o.state {
-			case wechat.TradeStateSuccess:
+			switch {
+			case o.anyIn(wechat.TradeStateSuccess, wechat.TradeStateRefund):
 				st.Paid++
-			case wechat.TradeStateClosed:
+			case o.anyIn(wechat.TradeStateClosed):
 				st.Closed++
 			}
 		}
@@ -148,9 +153,11 @@ type OrderInfo struct {
 	// Order is the order as a query answers it; nil until created.
 	Order *wechat.CombineOrder `json:"order,omitempty"`
 	// NotifyAttempts counts notification POSTs for the order; NotifyDelivered
-	// reports whether one was answered 2xx.
+	// reports whether one was answered 2xx; NotifyDropped whether its
+	// payment sent no notification at all (dropped or skipped).
 	NotifyAttempts  int  `json:"notify_attempts"`
 	NotifyDelivered bool `json:"notify_delivered"`
+	NotifyDropped   bool `json:"notify_dropped,omitempty"`
 }
 
 // DistinctSuccesses counts the distinct successful answers among Outcomes.
@@ -185,6 +192,7 @@ func (s *Server) Order(mchID, no string) (OrderInfo, bool) {
 		info.Order = &v
 		info.NotifyAttempts = o.notifyAttempts
 		info.NotifyDelivered = o.notifyDelivered
+		info.NotifyDropped = o.notifyDropped
 	}
 	return info, true
 }
