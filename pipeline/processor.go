@@ -507,8 +507,17 @@ func (p *Processor) askOrHold(ctx context.Context, j *job, token uint64, cause e
 		}
 		return Hold(p.cfg.StoreRetryDelay, fmt.Errorf("renew the lease of %s before asking WeChat Pay: %w", j.key, err))
 	}
-	actx, cancel := context.WithTimeout(ctx, p.cfg.Lease-time.Second)
+	// Asking gets the renewed lease as its budget, whatever is left of the
+	// delivery's: the creates before it may have used the delivery up. It
+	// still stops when the worker does.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease-time.Second)
 	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	defer stop()
 	return p.ask(actx, j, token, cause, recoverable)
 }
 
@@ -574,7 +583,9 @@ func (p *Processor) releaseClaim(ctx context.Context, j *job, token uint64) erro
 // retryLater hands the job back for a later delivery; on the last delivery
 // it asks WeChat Pay instead.
 func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause error) error {
-	if j.last && ctx.Err() == nil {
+	if j.last && !errors.Is(ctx.Err(), context.Canceled) {
+		// The delivery's deadline may have passed: asking has a budget of
+		// its own (askOrHold).
 		return p.askOrHold(ctx, j, token, cause, true)
 	}
 	if err := p.releaseClaim(ctx, j, token); err != nil {
