@@ -131,6 +131,24 @@ func TestCheck_creates(t *testing.T) {
 			WarrantRecordLost, "",
 		},
 		{
+			"Redis came back empty while the previous call's claim was held",
+			func() *Evidence {
+				ev := created(call("w1", 10, 11, 200, "wx1", true), call("w2", 12, 13, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(5), Up: at(6), Wiped: true}}
+				return ev
+			}(),
+			WarrantRecordLost, "",
+		},
+		{
+			"Redis came back empty long before both calls",
+			func() *Evidence {
+				ev := created(call("w1", 100, 101, 200, "wx1", true), call("w2", 102, 103, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(5), Up: at(6), Wiped: true}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
 			"the record expired between the calls",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
