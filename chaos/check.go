@@ -81,6 +81,26 @@ type OutcomeEvent struct {
 	Created bool   `json:"created"`
 	Ref     string `json:"ref,omitempty"`  // prepay_id, h5_url or code_url
 	Code    string `json:"code,omitempty"` // failure code
+	// Final marks a failure that is the order's outcome. A failure with
+	// Final false speaks of one job (refused, a configuration error, an
+	// order WeChat Pay did not have at the time): it is no outcome of the
+	// order, and a later job of the same order may still create it.
+	Final bool `json:"final,omitempty"`
+}
+
+// orderLevel reports whether the event is an outcome of the order (a
+// prepay, or a final failure) rather than of one job.
+func (o OutcomeEvent) orderLevel() bool { return o.Created || o.Final }
+
+// orderOutcomes answers the order-level events among outs.
+func orderOutcomes(outs []OutcomeEvent) []OutcomeEvent {
+	var out []OutcomeEvent
+	for _, o := range outs {
+		if o.orderLevel() {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Outage is a window during which a server was down: from the moment the
@@ -249,7 +269,8 @@ func Check(ev *Evidence) *CheckResult {
 		c.add(InvEventsDecode, loadgen.OrderKey{}, "%s message %d on %s does not decode: %s", u.Stream, u.Sequence, u.Subject, u.Error)
 	}
 	for _, r := range ev.Replays {
-		c.checkReplay(r, calls[r.Order])
+		settled := slices.ContainsFunc(ev.Outcomes[r.Order], func(o OutcomeEvent) bool { return o.orderLevel() })
+		c.checkReplay(r, calls[r.Order], settled)
 	}
 	for _, j := range ev.Stranded {
 		c.add(InvJobsEnd, j.Order, "job %d (%d bytes) is still in the jobs stream: no acknowledgement, no termination", j.Sequence, j.Bytes)
@@ -308,9 +329,12 @@ func countKeys[V any](m map[loadgen.OrderKey][]V) map[loadgen.OrderKey]int {
 	return out
 }
 
-// checkOutcomes: exactly one outcome event, one prepay_id, nothing lost.
+// checkOutcomes: at most one outcome of the order (a prepay or a final
+// failure; failures about one job do not count), one prepay_id, nothing
+// lost.
 func (c *checker) checkOutcomes(ev *Evidence, key loadgen.OrderKey) {
-	outs := ev.Outcomes[key]
+	all := ev.Outcomes[key]
+	outs := orderOutcomes(all)
 	dls := ev.DeadLetters[key]
 	var refs []string
 	created := false
@@ -322,21 +346,21 @@ func (c *checker) checkOutcomes(ev *Evidence, key loadgen.OrderKey) {
 			}
 		}
 	}
+	workerPaid := slices.ContainsFunc(ev.Payments[key], func(p events.PaymentSucceeded) bool { return p.NotificationID == "" })
 	switch {
-	case len(outs) == 0 && len(dls) == 0:
+	case len(all) == 0 && len(dls) == 0 && !workerPaid:
 		c.res.Lost++
 		c.add(InvNoJobLost, key, "no outcome event and no dead letter")
-	case len(outs) == 0:
+	case len(all) == 0 && !workerPaid:
 		c.res.DeadLetterOnly++
 	case len(outs) > 1:
 		c.add(InvOneOutcome, key, "%d outcome events: %s", len(outs), describeOutcomes(outs))
 	}
-	if len(outs) > 0 {
-		if outs[0].Created {
-			c.res.Created++
-		} else {
-			c.res.Failed++
-		}
+	switch {
+	case len(outs) > 0 && outs[0].Created:
+		c.res.Created++
+	case len(outs) > 0, len(all) > 0:
+		c.res.Failed++
 	}
 	if len(refs) > 1 {
 		c.add(InvOnePrepayID, key, "prepay events with %d different references: %s", len(refs), strings.Join(refs, ", "))
@@ -344,11 +368,21 @@ func (c *checker) checkOutcomes(ev *Evidence, key loadgen.OrderKey) {
 	if info, ok := ev.Sim[key]; ok && info.DistinctSuccesses() > 1 {
 		c.add(InvOnePrepayID, key, "the simulator answered %d different references: %v", info.DistinctSuccesses(), info.Outcomes)
 	}
-	if created && len(dls) > 0 {
-		c.add(InvOneOutcome, key, "created order was also dead-lettered (%v)", reasons(dls))
+	if created {
+		for _, d := range dls {
+			if d.Reason == events.ReasonRejected || d.Reason == events.ReasonUnexpectedState {
+				c.add(InvOneOutcome, key, "created order was also dead-lettered as %s", d.Reason)
+			}
+		}
 	}
-	if len(outs) > 0 && !outs[0].Created && isTerminalFailure(outs[0].Code) && len(dls) == 0 {
-		c.add(InvNoJobLost, key, "failed with %s but was not dead-lettered", outs[0].Code)
+	failures := 0
+	for _, o := range all {
+		if !o.Created && isTerminalFailure(o.Code) {
+			failures++
+		}
+	}
+	if failures > 0 && len(dls) == 0 {
+		c.add(InvNoJobLost, key, "failed (%s) but was not dead-lettered", describeOutcomes(all))
 	}
 }
 
@@ -382,15 +416,20 @@ func (c *checker) checkTruth(ev *Evidence, key loadgen.OrderKey) {
 			}
 			continue
 		}
-		if o.Code == events.CodeOrderNumberConflict {
-			continue // about another job reusing the number, not this order's fate
-		}
-		failed = append(failed, o.Code)
 		if retryableCode(o.Code) {
 			c.add(InvNoRetryableFail, key, "failure %s is an answer WeChat Pay says to retry", o.Code)
 		}
+		if !o.Final {
+			// About one job. It must not deny an order WeChat Pay has,
+			// unless a later job of the order created it.
+			if o.Code == events.CodeOrderNotCreated && state != "" && !slices.ContainsFunc(outs, func(x OutcomeEvent) bool { return x.Created }) {
+				c.add(InvNoFalseFailure, key, "failure %s, but the simulator holds the order as %s", o.Code, state)
+			}
+			continue
+		}
+		failed = append(failed, o.Code)
 		if state != "" && state != wechat.TradeStateClosed {
-			c.add(InvNoFalseFailure, key, "failure %s, but the simulator holds the order as %s", o.Code, state)
+			c.add(InvNoFalseFailure, key, "final failure %s, but the simulator holds the order as %s", o.Code, state)
 		}
 	}
 	switch {
@@ -422,10 +461,15 @@ var operatorCodes = []string{"SIGN_ERROR", "NOAUTH", "MCH_NOT_EXISTS", "APPID_MC
 
 // checkReplay: a dead letter replayed after its cause was fixed reaches
 // WeChat Pay again (a create after the replay, not skewed), rather than
-// getting the stale failure back.
-func (c *checker) checkReplay(r Replay, calls []Call) {
+// getting the stale failure back — unless the order was settled meanwhile
+// (another job of it created it, or it failed for good), when the replay
+// gets the order's outcome from its record.
+func (c *checker) checkReplay(r Replay, calls []Call, settled bool) {
 	if r.Error != "" {
 		c.add(InvReplayReaches, r.Order, "replay of dead letter %d failed: %s", r.Seq, r.Error)
+		return
+	}
+	if settled {
 		return
 	}
 	for _, call := range calls {
@@ -438,7 +482,10 @@ func (c *checker) checkReplay(r Replay, calls []Call) {
 
 // perJobReasons are the dead-letter reasons about one job rather than its
 // order: each stored copy of such a job is dead-lettered on its own.
-var perJobReasons = []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonTooLarge, events.ReasonInvalid}
+// Only "rejected" (a final refusal, stored as the order's outcome and
+// dead-lettered by the one job that settled it) speaks of the order.
+var perJobReasons = []events.Reason{events.ReasonMalformed, events.ReasonUnsupportedVersion, events.ReasonTooLarge, events.ReasonInvalid,
+	events.ReasonConfiguration, events.ReasonConflict, events.ReasonMaxDeliveries, events.ReasonUnexpectedState}
 
 // checkDeadLetters: a job is dead-lettered at most once, and an order at
 // most once unless every dead letter is of an unreadable or invalid job.

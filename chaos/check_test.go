@@ -270,30 +270,43 @@ func TestCheck_outcomes(t *testing.T) {
 		{"prepay event for an order the simulator never created", func(ev *Evidence) {
 			ev.Calls, ev.Sim = nil, nil
 		}, InvPrepayIssued + "," + InvTrueOutcome},
-		{"created at WeChat Pay but reported failed", func(ev *Evidence) {
-			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}}
+		{"created at WeChat Pay but reported failed for good", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeOrderClosed, Final: true}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
 		}, InvNoFalseFailure},
+		{"created at WeChat Pay but reported not created", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeOrderNotCreated}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+		}, InvNoFalseFailure},
+		{"a job refused for a configuration error, then the order created by another job", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "SIGN_ERROR"}, {Created: true, Ref: "wx1"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonConfiguration, StreamSequence: 3}}}
+		}, ""},
 		{"paid at WeChat Pay but reported failed", func(ev *Evidence) {
 			ev.Sim[keyA] = paid
 			ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{keyA: {pay}}
-			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "INVALID_REQUEST"}}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "INVALID_REQUEST", Final: true}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
 		}, InvNoFalseFailure},
 		{"closed at WeChat Pay and reported failed", func(ev *Evidence) {
 			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
-			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "ORDER_CLOSED"}}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "ORDER_CLOSED", Final: true}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
 		}, ""},
 		{"created and failed", func(ev *Evidence) {
-			ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Code: events.CodeRetriesExhausted})
-			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+			ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Code: events.CodeOrderClosed, Final: true})
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
 		}, InvTrueOutcome + "," + InvOneOutcome + "," + InvNoFalseFailure},
 		{"two different failures", func(ev *Evidence) {
 			ev.Calls, ev.Sim = nil, nil
-			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}, {Code: "SIGN_ERROR"}}
-			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeOrderClosed, Final: true}, {Code: "PARAM_ERROR", Final: true}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
 		}, InvTrueOutcome + "," + InvOneOutcome},
+		{"two failures about two jobs of one order", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeOrderNotCreated}, {Code: "SIGN_ERROR"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}, {Reason: events.ReasonConfiguration, StreamSequence: 9}}}
+		}, ""},
 		{"prepay event for an order the simulator closed", func(ev *Evidence) {
 			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
 		}, InvTrueOutcome},
@@ -327,8 +340,8 @@ func TestCheck_outcomes(t *testing.T) {
 		}, ""},
 		{"an order dead-lettered twice for its fate", func(ev *Evidence) {
 			ev.Calls, ev.Sim = nil, nil
-			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeRetriesExhausted}}
-			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}, {Reason: events.ReasonMaxDeliveries, StreamSequence: 9}}}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "PARAM_ERROR", Final: true}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}, {Reason: events.ReasonRejected, StreamSequence: 9}}}
 		}, InvDeadLetters},
 		{"failure with a code WeChat Pay says to retry", func(ev *Evidence) {
 			ev.Calls, ev.Sim = nil, nil
@@ -339,8 +352,13 @@ func TestCheck_outcomes(t *testing.T) {
 			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(-0.5)}}
 		}, ""},
 		{"replay after the fix gets the stale failure back", func(ev *Evidence) {
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "SIGN_ERROR"}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonConfiguration, StreamSequence: 3}}}
 			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(5)}}
 		}, InvReplayReaches},
+		{"replay of an order another job created meanwhile", func(ev *Evidence) {
+			ev.Replays = []Replay{{Order: keyA, Seq: 4, At: at(5)}}
+		}, ""},
 		{"an undecodable event", func(ev *Evidence) {
 			ev.Undecodable = []Undecodable{{Stream: events.StreamEvents, Subject: events.SubjectPrepayCreated, Sequence: 7, Error: "unknown field"}}
 		}, InvEventsDecode},

@@ -504,14 +504,13 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	ownKeys, ownErrs := slices.Clone(own.keys), slices.Clone(own.errs)
 	rep.Faults = own.counts
 	own.mu.Unlock()
-	ownInfos, err := sim.Orders(ctx, ownKeys)
+	// WeChat Pay's record is read again now that every job has ended: the
+	// load generator's copy predates the last settlements (a job settled
+	// from its delivery limit may have closed its order since).
+	infos, err = sim.Orders(ctx, append(slices.Clone(runKeys), ownKeys...))
 	if err != nil {
 		return fmt.Errorf("chaos: simulator orders: %w", err)
 	}
-	if infos == nil {
-		infos = map[loadgen.OrderKey]wechatsim.OrderInfo{}
-	}
-	maps.Copy(infos, ownInfos)
 	rep.HarnessErrors = ownErrs
 	ev := &Evidence{Keys: append(slices.Clone(runKeys), ownKeys...), PublishErrors: lrep.Published.Errors, Sim: infos,
 		Calls: c.recorder.Calls(), Stranded: stranded, HarnessErrors: ownErrs}
@@ -759,7 +758,7 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 				return
 			}
 			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
-			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code})
+			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code, Final: e.Final})
 		case s.PaymentSucceeded():
 			var e events.PaymentSucceeded
 			if err := decodeStrict(m.Data(), &e); err != nil {

@@ -55,6 +55,9 @@ type outcome struct {
 	created bool
 	ref     string // prepay_id, h5_url or code_url
 	code    string
+	// final marks a failure that is the order's outcome; a failure with
+	// final false speaks of one job and is kept in order.jobFailures.
+	final bool
 }
 
 func (o outcome) String() string {
@@ -69,7 +72,8 @@ type order struct {
 	kind        Kind
 	tradeType   wechat.TradeType
 	createdAt   time.Time
-	outcomes    []outcome
+	outcomes    []outcome // the order's: prepays and final failures
+	jobFailures []string  // codes of failures about one job (final false)
 	firstAt     time.Time // stream time of the first outcome
 	deadLetters int
 	deadSeqs    []uint64 // the dead-lettered jobs' stream sequences
@@ -205,7 +209,7 @@ func (t *Tally) Created(ev *events.PrepayCreated, at time.Time) bool {
 
 // Failed records a PrepayFailed event stored at at.
 func (t *Tally) Failed(ev *events.PrepayFailed, at time.Time) {
-	_ = t.outcome(OrderKey{ev.CombineMchID, ev.CombineOutTradeNo}, outcome{code: ev.Code}, ev.Attempts, at)
+	_ = t.outcome(OrderKey{ev.CombineMchID, ev.CombineOutTradeNo}, outcome{code: ev.Code, final: ev.Final}, ev.Attempts, at)
 }
 
 // outcome records an outcome event and reports whether it was the first
@@ -218,6 +222,14 @@ func (t *Tally) outcome(key OrderKey, oc outcome, attempts int, at time.Time) bo
 		return false
 	}
 	t.outcomeEvents++
+	first := len(o.outcomes) == 0 && len(o.jobFailures) == 0
+	if !oc.created && !oc.final {
+		o.jobFailures = append(o.jobFailures, oc.code)
+		if first {
+			t.recordFirst(o, oc, attempts, at)
+		}
+		return false
+	}
 	if slices.Contains(o.outcomes, oc) {
 		t.republished++
 		return false
@@ -226,6 +238,21 @@ func (t *Tally) outcome(key OrderKey, oc outcome, attempts int, at time.Time) bo
 	if len(o.outcomes) > 1 {
 		return false // a violation, listed by Report
 	}
+	if !first {
+		// After failures of other jobs of the order: the order's outcome
+		// now, counted once.
+		if oc.created {
+			t.created++
+			t.failed--
+		}
+		return oc.created && o.kind == KindValid
+	}
+	t.recordFirst(o, oc, attempts, at)
+	return oc.created && o.kind == KindValid
+}
+
+// recordFirst counts the first outcome event of an order.
+func (t *Tally) recordFirst(o *order, oc outcome, attempts int, at time.Time) {
 	o.firstAt = at
 	t.lastOutcome = maxTime(t.lastOutcome, at)
 	t.latencies = append(t.latencies, at.Sub(o.createdAt))
@@ -236,7 +263,6 @@ func (t *Tally) outcome(key OrderKey, oc outcome, attempts int, at time.Time) bo
 		t.failed++
 		t.failedByCode[oc.code]++
 	}
-	return oc.created && o.kind == KindValid
 }
 
 // DeadLettered records a dead letter.
@@ -259,6 +285,12 @@ func (t *Tally) Undecodable(subject string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.unknown = append(t.unknown, Violation{Kind: ViolationUndecodable, Detail: subject + ": " + err.Error()})
+}
+
+// workerPaid reports whether a worker published the order's payment (it
+// found the order paid when it asked WeChat Pay): that is its outcome.
+func (o *order) workerPaid() bool {
+	return slices.ContainsFunc(o.payments, func(p events.PaymentSucceeded) bool { return p.NotificationID == "" })
 }
 
 // PayRequested records that an order was paid (err nil) or that paying it
@@ -300,7 +332,7 @@ func (t *Tally) Pending() (outcomes, deadLetters, payments int) {
 		if !o.expected() {
 			continue
 		}
-		if len(o.outcomes) == 0 {
+		if len(o.outcomes) == 0 && len(o.jobFailures) == 0 && !o.workerPaid() {
 			outcomes++
 		}
 		if o.kind != KindValid && o.deadLetters == 0 {
@@ -446,10 +478,11 @@ func (t *Tally) check(key OrderKey, o *order, add func(Violation)) {
 			refs = append(refs, oc.ref)
 		}
 	}
+	ended := len(o.outcomes) > 0 || len(o.jobFailures) > 0 || o.workerPaid()
 	switch {
-	case len(o.outcomes) == 0 && !o.expected():
+	case !ended && !o.expected():
 		return // never published: counted as a publish error
-	case len(o.outcomes) == 0:
+	case !ended:
 		add(Violation{ViolationMissingOutcome, key, fmt.Sprintf("%s %s job got no outcome event", o.kind, o.tradeType)})
 	case len(refs) > 1:
 		add(Violation{ViolationConflictingPrepay, key, "different payment references: " + strings.Join(refs, ", ")})
@@ -463,6 +496,11 @@ func (t *Tally) check(key OrderKey, o *order, add func(Violation)) {
 			add(Violation{ViolationUnexpectedOutcome, key, fmt.Sprintf("%s job was created", o.kind)})
 		case o.kind == KindValid && !first.created && refusedAsInvalid(first.code):
 			add(Violation{ViolationUnexpectedOutcome, key, "valid job failed with " + first.code})
+		}
+	}
+	for _, code := range o.jobFailures {
+		if o.kind == KindValid && refusedAsInvalid(code) {
+			add(Violation{ViolationUnexpectedOutcome, key, "valid job refused with " + code})
 		}
 	}
 	if o.kind != KindValid && o.deadLetters == 0 {
@@ -479,9 +517,15 @@ func (t *Tally) check(key OrderKey, o *order, add func(Violation)) {
 			add(Violation{ViolationDeadLetters, key, fmt.Sprintf("job %d dead-lettered %d times", seq, n)})
 		}
 	}
+	// Every failure event comes with one dead letter: each refused job's,
+	// and the one job's that settled a final failure.
+	fates := len(o.jobFailures)
+	if slices.ContainsFunc(o.outcomes, func(oc outcome) bool { return !oc.created }) {
+		fates++
+	}
 	switch {
-	case o.kind == KindValid && o.deadLetters > 1:
-		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("valid order dead-lettered %d times", o.deadLetters)})
+	case o.kind == KindValid && o.deadLetters > max(fates, 1):
+		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("valid order dead-lettered %d times for %d failures", o.deadLetters, fates)})
 	case o.deadLetters > max(o.stored, 1):
 		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("%d dead letters for %d stored jobs", o.deadLetters, o.stored)})
 	}
@@ -519,8 +563,14 @@ func checkRecord(key OrderKey, o *order, info wechatsim.OrderInfo, ok bool, add 
 		switch {
 		case oc.created && !slices.Contains(refs, oc.ref):
 			add(Violation{ViolationPrepayNotIssued, key, fmt.Sprintf("published reference %q is not one the simulator issued for this order (%v)", oc.ref, refs)})
-		case !oc.created && oc.code != events.CodeOrderNumberConflict && state != "" && state != wechat.TradeStateClosed:
-			add(Violation{ViolationFailedButCreated, key, fmt.Sprintf("failed %s, but the simulator holds the order as %s", oc.code, state)})
+		case !oc.created && state != "" && state != wechat.TradeStateClosed:
+			add(Violation{ViolationFailedButCreated, key, fmt.Sprintf("failed %s for good, but the simulator holds the order as %s", oc.code, state)})
+		}
+	}
+	created := slices.ContainsFunc(o.outcomes, func(oc outcome) bool { return oc.created })
+	for _, code := range o.jobFailures {
+		if code == events.CodeOrderNotCreated && state != "" && !created {
+			add(Violation{ViolationFailedButCreated, key, fmt.Sprintf("failed %s, but the simulator holds the order as %s", code, state)})
 		}
 	}
 	paid := state == wechat.TradeStateSuccess

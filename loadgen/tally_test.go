@@ -42,6 +42,12 @@ func (s *scenario) failed(n, code string) {
 	s.t.Failed(&events.PrepayFailed{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, Code: code, Attempts: 0}, s.start.Add(time.Millisecond))
 }
 
+// failedForGood records a final failure: the order's outcome.
+func (s *scenario) failedForGood(n, code string) {
+	k := key(n)
+	s.t.Failed(&events.PrepayFailed{CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, Code: code, Final: true}, s.start.Add(time.Millisecond))
+}
+
 func (s *scenario) dead(n string) {
 	k := key(n)
 	s.t.DeadLettered(&events.DeadLetter{Reason: events.ReasonInvalid, CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo})
@@ -90,11 +96,17 @@ func TestTally_Violations(t *testing.T) {
 			s.send("2", KindValid)
 			s.created("1", "wx1", time.Millisecond)
 		}, nil, 0, map[string]int{ViolationMissingOutcome: 1}},
-		{"created and failed", func(s *scenario) {
+		{"created and failed for good", func(s *scenario) {
 			s.send("1", KindValid)
 			s.created("1", "wx1", time.Millisecond)
-			s.failed("1", "SYSTEMERROR")
+			s.failedForGood("1", "PARAM_ERROR")
 		}, nil, 0, map[string]int{ViolationMultipleOutcomes: 1}},
+		{"a job refused, then the order created by another job", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", "SIGN_ERROR")
+			s.dead("1")
+			s.created("1", "wx1", time.Millisecond)
+		}, nil, 0, map[string]int{}},
 		{"invalid job created and not dead-lettered", func(s *scenario) {
 			s.send("1", KindInvalid)
 			s.created("1", "wx1", time.Millisecond)
@@ -295,18 +307,22 @@ func TestTally_Record(t *testing.T) {
 			s.send("1", KindValid)
 			s.created("1", "wxINVENTED", time.Millisecond)
 		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationPrepayNotIssued: 1}},
-		{"created at WeChat Pay, reported failed", func(s *scenario) {
+		{"created at WeChat Pay, reported failed for good", func(s *scenario) {
 			s.send("1", KindValid)
-			s.failed("1", events.CodeRetriesExhausted)
+			s.failedForGood("1", events.CodeOrderClosed)
+		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationFailedButCreated: 1}},
+		{"created at WeChat Pay, reported not created", func(s *scenario) {
+			s.send("1", KindValid)
+			s.failed("1", events.CodeOrderNotCreated)
 		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateNotPay)}, map[string]int{ViolationFailedButCreated: 1}},
 		{"paid at WeChat Pay, reported failed", func(s *scenario) {
 			s.send("1", KindValid)
-			s.failed("1", "INVALID_REQUEST")
+			s.failedForGood("1", "INVALID_REQUEST")
 			s.t.PaymentSucceeded(payment(record("1", wechat.TradeStateSuccess)))
 		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateSuccess)}, map[string]int{ViolationFailedButCreated: 1}},
 		{"closed at WeChat Pay, reported failed", func(s *scenario) {
 			s.send("1", KindValid)
-			s.failed("1", "ORDER_CLOSED")
+			s.failedForGood("1", "ORDER_CLOSED")
 		}, map[OrderKey]wechatsim.OrderInfo{key("1"): record("1", wechat.TradeStateClosed)}, map[string]int{}},
 		{"payment matching every sub-order", func(s *scenario) {
 			s.send("1", KindValid)
