@@ -357,3 +357,23 @@ func TestServer_PrepayExpiryAndClock(t *testing.T) {
 		t.Errorf("GET /sim/ledger = %d %s", resp.status, resp.body)
 	}
 }
+
+// TestServer_AdminFaultsNewFields: the new fault settings travel through
+// PUT and GET /sim/faults like the others.
+func TestServer_AdminFaultsNewFields(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechatsim.Config{})
+	body := `{"service_unavailable_rate":0.25,"unsigned_error_rate":0.5,"notify_drop_rate":0.1,"code_spelling":"mixed"}`
+	req, _ := http.NewRequest(http.MethodPut, e.url+"/sim/faults", strings.NewReader(body))
+	if r := do(t, req); r.status != http.StatusOK {
+		t.Fatalf("PUT /sim/faults = %d %s", r.status, r.body)
+	}
+	f := e.sim.Faults()
+	if f.ServiceUnavailableRate != 0.25 || f.UnsignedErrorRate != 0.5 || f.NotifyDropRate != 0.1 || f.CodeSpelling != wechatsim.SpellingMixed {
+		t.Errorf("Faults() = %+v after PUT %s", f, body)
+	}
+	bad, _ := http.NewRequest(http.MethodPut, e.url+"/sim/faults", strings.NewReader(`{"notify_drop_rate":2}`))
+	if r := do(t, bad); r.status != http.StatusBadRequest {
+		t.Errorf("PUT /sim/faults with a rate of 2 = %d, want 400", r.status)
+	}
+}

@@ -101,7 +101,11 @@
 // CLOSED or PAYERROR (OAPI query.yaml); a paid sub-order carries
 // transaction_id, trade_type, bank_type OTHERS, success_time and
 // payer_amount, lower than total_amount with a promotion_detail when the
-// payment had a discount ([PayOptions.Discount]).
+// payment had a discount ([PayOptions.Discount]). Answers validate against
+// query.yaml's answer schema with two readings of what the docs leave open:
+// payer_amount (required there) is left out until a sub-order is paid, and
+// combine_transaction_id (required there, absent from the merchant page and
+// the official Go sample) is answered to individual payees only.
 //
 // Error codes come in both spellings WeChat Pay uses: the combine tables'
 // SYSTEMERROR and ORDERNOTEXIST (SEED002, SEED003) and the common table's

@@ -58,6 +58,31 @@ func BodySchema(name string) (map[string]any, error) {
 	return nil, fmt.Errorf("%s.yaml: %w", name, errors.New("no body parameter"))
 }
 
+// AnswerSchema answers the 200 answer's schema of <name>.yaml (query, or a
+// create endpoint) as decoded JSON.
+func AnswerSchema(name string) (map[string]any, error) {
+	y, err := Files.ReadFile(name + ".yaml")
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(y, &doc); err != nil {
+		return nil, fmt.Errorf("%s.yaml: %w", name, err)
+	}
+	for _, method := range []string{"post", "get"} {
+		op, _ := doc[method].(map[string]any)
+		resp, _ := op["responses"].(map[string]any)
+		for _, code := range []string{"200", "'200'"} {
+			if r, ok := resp[code].(map[string]any); ok {
+				if s, ok := r["schema"].(map[string]any); ok {
+					return s, nil
+				}
+			}
+		}
+	}
+	return nil, fmt.Errorf("%s.yaml: %w", name, errors.New("no 200 answer"))
+}
+
 // Example is one example request and the flavour and endpoint it is for.
 type Example struct {
 	Name      string
