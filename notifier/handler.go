@@ -185,31 +185,36 @@ func New(cfg Config) (*Handler, error) {
 // orderworker_notifier_notifications_total.
 type Result string
 
-// The results. ResultOK and ResultDuplicate are acknowledged (2xx); every
-// other result is a failure WeChat Pay retries.
+// The results, each the metrics package's constant of the same name, so the
+// metric, its HELP and the alerts share one list. ResultOK and
+// ResultDuplicate are acknowledged (2xx); every other result is a failure
+// WeChat Pay retries.
 const (
-	ResultOK               Result = "ok"                 // 204: stored
-	ResultDuplicate        Result = "duplicate"          // 200: JetStream already had it
-	ResultMethodNotAllowed Result = "method_not_allowed" // 405
-	ResultUnknownMerchant  Result = "unknown_merchant"   // 404: path names no configured merchant
-	ResultTooLarge         Result = "too_large"          // 413
-	ResultBadHeaders       Result = "bad_headers"        // 401: a Wechatpay-* header is absent or malformed
-	ResultStale            Result = "stale"              // 401: timestamp outside the five-minute window
-	ResultUnknownSerial    Result = "unknown_serial"     // 401: no trusted key has that serial
-	ResultSignatureProbe   Result = "signature_probe"    // 401: WECHATPAY/SIGNTEST/ probe
-	ResultBadSignature     Result = "bad_signature"      // 401: signature does not verify
-	ResultDecryptError     Result = "decrypt_error"      // 400: wrong APIv3 key or tampered resource
-	ResultMalformed        Result = "malformed"          // 400: verified but not a combine payment notification
-	ResultOverloaded       Result = "overloaded"         // 503: no verification slot free
-	ResultPublishError     Result = "publish_error"      // 500: JetStream did not confirm
+	ResultOK               Result = metrics.NotificationOK               // 204: stored
+	ResultDuplicate        Result = metrics.NotificationDuplicate        // 200: JetStream already had it
+	ResultMethodNotAllowed Result = metrics.NotificationMethodNotAllowed // 405
+	ResultUnknownMerchant  Result = metrics.NotificationUnknownMerchant  // 404: path names no configured merchant
+	ResultTooLarge         Result = metrics.NotificationTooLarge         // 413
+	ResultBadHeaders       Result = metrics.NotificationBadHeaders       // 401: a Wechatpay-* header is absent or malformed
+	ResultStale            Result = metrics.NotificationStale            // 401: timestamp outside the five-minute window
+	ResultUnknownSerial    Result = metrics.NotificationUnknownSerial    // 401: no trusted key has that serial
+	ResultSignatureProbe   Result = metrics.NotificationSignatureProbe   // 401: WECHATPAY/SIGNTEST/ probe
+	ResultBadSignature     Result = metrics.NotificationBadSignature     // 401: signature does not verify
+	ResultSlowBody         Result = metrics.NotificationSlowBody         // 408: body not complete within BodyTimeout
+	ResultDecryptError     Result = metrics.NotificationDecryptError     // 400: wrong APIv3 key or tampered resource
+	ResultMalformed        Result = metrics.NotificationMalformed        // 400: verified but not a combine payment notification
+	ResultOverloaded       Result = metrics.NotificationOverloaded       // 503: load shed, no place free within SlotWait
+	ResultPublishError     Result = metrics.NotificationPublishError     // 500: JetStream did not confirm
 )
 
-// Results lists every result.
-var Results = []Result{
-	ResultOK, ResultDuplicate, ResultMethodNotAllowed, ResultUnknownMerchant, ResultTooLarge,
-	ResultBadHeaders, ResultStale, ResultUnknownSerial, ResultSignatureProbe, ResultBadSignature,
-	ResultDecryptError, ResultMalformed, ResultOverloaded, ResultPublishError,
-}
+// Results lists every result, in the order of metrics.NotificationResults.
+var Results = func() []Result {
+	out := make([]Result, len(metrics.NotificationResults))
+	for i, r := range metrics.NotificationResults {
+		out[i] = Result(r)
+	}
+	return out
+}()
 
 // answer is the status and fixed message of each failure result. Messages
 // are at most 64 bytes (WeChat Pay's limit) and never echo the request.
@@ -225,6 +230,7 @@ var answers = map[Result]struct {
 	ResultUnknownSerial:    {http.StatusUnauthorized, "unknown Wechatpay-Serial"},
 	ResultSignatureProbe:   {http.StatusUnauthorized, "signature verification failed"},
 	ResultBadSignature:     {http.StatusUnauthorized, "signature verification failed"},
+	ResultSlowBody:         {http.StatusRequestTimeout, "body not received in time"},
 	ResultDecryptError:     {http.StatusBadRequest, "cannot decrypt resource"},
 	ResultMalformed:        {http.StatusBadRequest, "malformed notification"},
 	ResultOverloaded:       {http.StatusServiceUnavailable, "overloaded, retry later"},

@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
@@ -117,7 +118,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.NewWorker(reg)
+	reasons := make([]string, len(events.Reasons))
+	for i, r := range events.Reasons {
+		reasons[i] = string(r)
+	}
+	mchIDs := make([]string, len(merchants))
+	for i, mc := range merchants {
+		mchIDs[i] = mc.MchID
+	}
+	m := metrics.NewWorkerWith(reg, metrics.WorkerConfig{DeadLetterReasons: reasons, Merchants: mchIDs})
 	m.SetBuildInfo(version, commit)
 
 	proc, err := pipeline.New(pipeline.Config{
