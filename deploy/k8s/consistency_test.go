@@ -214,6 +214,12 @@ func checkPorts(t *testing.T, p *podOf) {
 		if want := port(t, addr); got != want {
 			t.Errorf("%s: container port %s = %d, want %d (%s=%s)", p.where(), name, got, want, env, addr)
 		}
+		// The code's defaults listen on loopback only; in a pod the kubelet,
+		// Prometheus and the Service need every interface, so the manifest
+		// must say so.
+		if host, _, _ := strings.Cut(addr, ":"); host == "127.0.0.1" || host == "localhost" || host == "[::1]" {
+			t.Errorf("%s: %s=%s listens on loopback only; probes and scrapes cannot reach it", p.where(), env, addr)
+		}
 	}
 	for _, a := range p.c.Args {
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
