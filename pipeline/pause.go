@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
 )
 
 // PauseBucketDefault is the JetStream KV bucket that holds the pause
@@ -23,10 +25,11 @@ type PauseConfig struct {
 	// Bucket is the KV bucket of the switches. Defaults to
 	// PauseBucketDefault; created when missing.
 	Bucket string
-	// Consumer names the switch: every worker of one durable consumer (one
-	// flavour) watches the same key, and another flavour's is its own.
-	// Defaults to ConsumerDefault.
-	Consumer string
+	// Stream and Consumer name the switch: every worker of one durable
+	// consumer of one jobs stream (one flavour) watches the same key, and
+	// another flavour's is its own. Default to events.StreamJobs and
+	// ConsumerDefault.
+	Stream, Consumer string
 	// Replicas is the bucket's replica count when it is created. Defaults
 	// to 1.
 	Replicas int
@@ -65,8 +68,10 @@ type Pause struct {
 	done chan struct{}
 }
 
-// PauseKey answers the key of consumer's switch.
-func PauseKey(consumer string) string { return "pause." + cmp.Or(consumer, ConsumerDefault) }
+// PauseKey answers the key of the switch of consumer on the jobs stream.
+func PauseKey(stream, consumer string) string {
+	return "pause." + cmp.Or(stream, events.StreamJobs) + "." + cmp.Or(consumer, ConsumerDefault)
+}
 
 // pauseBucket answers the bucket of the switches, created when missing.
 func pauseBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
@@ -97,7 +102,7 @@ func NewPause(ctx context.Context, cfg PauseConfig) (*Pause, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pause{kv: kv, key: PauseKey(cfg.Consumer), resumed: make(chan struct{}), pausing: make(chan struct{}), done: make(chan struct{})}
+	p := &Pause{kv: kv, key: PauseKey(cfg.Stream, cfg.Consumer), resumed: make(chan struct{}), pausing: make(chan struct{}), done: make(chan struct{})}
 	close(p.resumed)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w, err := kv.Watch(wctx, p.key)
@@ -211,15 +216,15 @@ func (p *Pause) Stop() {
 	<-p.done
 }
 
-// SetPause sets the switch of consumer in bucket (PauseBucketDefault when
-// ""): paused with a reason, or running (the key is deleted). Every worker
-// of that consumer follows within moments.
-func SetPause(ctx context.Context, js jetstream.JetStream, bucket, consumer string, st PauseState) error {
+// SetPause sets the switch of consumer on the jobs stream in bucket
+// (PauseBucketDefault when ""): paused with a reason, or running (the key is
+// deleted). Every worker of that consumer follows within moments.
+func SetPause(ctx context.Context, js jetstream.JetStream, bucket, stream, consumer string, st PauseState) error {
 	kv, err := pauseBucket(ctx, js, bucket, 1)
 	if err != nil {
 		return err
 	}
-	key := PauseKey(consumer)
+	key := PauseKey(stream, consumer)
 	if !st.Paused {
 		if err := kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("pipeline: resume %s: %w", key, err)
@@ -239,9 +244,9 @@ func SetPause(ctx context.Context, js jetstream.JetStream, bucket, consumer stri
 	return nil
 }
 
-// GetPause answers the switch of consumer in bucket; a missing key or
-// bucket is running.
-func GetPause(ctx context.Context, js jetstream.JetStream, bucket, consumer string) (PauseState, error) {
+// GetPause answers the switch of consumer on the jobs stream in bucket; a
+// missing key or bucket is running.
+func GetPause(ctx context.Context, js jetstream.JetStream, bucket, stream, consumer string) (PauseState, error) {
 	kv, err := js.KeyValue(ctx, cmp.Or(bucket, PauseBucketDefault))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return PauseState{}, nil
@@ -249,7 +254,7 @@ func GetPause(ctx context.Context, js jetstream.JetStream, bucket, consumer stri
 	if err != nil {
 		return PauseState{}, err
 	}
-	e, err := kv.Get(ctx, PauseKey(consumer))
+	e, err := kv.Get(ctx, PauseKey(stream, consumer))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return PauseState{}, nil
 	}

@@ -41,7 +41,7 @@ func TestPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	other, err := pipeline.NewPause(ctx, pipeline.PauseConfig{JetStream: js, Consumer: "orderworker-partner"})
+	other, err := pipeline.NewPause(ctx, pipeline.PauseConfig{JetStream: js, Stream: "PARTNER_ORDER_JOBS", Consumer: "orderworker"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestPause(t *testing.T) {
 	}
 	pausing := a.Pausing()
 
-	if err := pipeline.SetPause(ctx, js, "", "orderworker", pipeline.PauseState{Paused: true, Reason: "WeChat Pay incident", By: "ops"}); err != nil {
+	if err := pipeline.SetPause(ctx, js, "", "", "orderworker", pipeline.PauseState{Paused: true, Reason: "WeChat Pay incident", By: "ops"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the pause to reach the worker", a.Paused)
@@ -85,7 +85,7 @@ func TestPause(t *testing.T) {
 
 	waited := make(chan error, 1)
 	go func() { waited <- late.Wait(ctx) }()
-	if err := pipeline.SetPause(ctx, js, "", "orderworker", pipeline.PauseState{Paused: false}); err != nil {
+	if err := pipeline.SetPause(ctx, js, "", "", "orderworker", pipeline.PauseState{Paused: false}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -97,7 +97,7 @@ func TestPause(t *testing.T) {
 		t.Fatal("Wait still blocked 5s after the resume")
 	}
 	eventually(t, "the resume to reach the first worker", func() bool { return !a.Paused() })
-	if st, err := pipeline.GetPause(ctx, js, "", "orderworker"); err != nil || st.Paused {
+	if st, err := pipeline.GetPause(ctx, js, "", "", "orderworker"); err != nil || st.Paused {
 		t.Errorf("GetPause after resume = %+v, %v", st, err)
 	}
 	if n := changes.Load(); n != 3 {

@@ -102,6 +102,14 @@ type RunnerConfig struct {
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
 	Logger *slog.Logger
+	// StreamsManage is what Setup does with the streams and the consumer:
+	// StreamsCreate (create or update) or StreamsVerify (check only).
+	// Defaults to StreamsCreate.
+	StreamsManage StreamsMode
+	// MaxJobBytes, when positive, caps the jobs stream's MaxMsgSize at
+	// MaxJobBytes + JobHeaderRoom; it should be the Processor's MaxJobSize.
+	// Defaults to 0: no cap.
+	MaxJobBytes int
 }
 
 // Runner feeds a Processor from a durable JetStream pull consumer with
@@ -170,35 +178,10 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	return &Runner{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
-// Setup creates or updates the three streams and the durable consumer.
+// Setup creates or updates the three streams and the durable consumer, or
+// only verifies them (StreamsManage); see Topology in streams.go.
 func (r *Runner) Setup(ctx context.Context) (jetstream.Consumer, error) {
-	c := r.cfg
-	streams := []jetstream.StreamConfig{
-		{Name: c.JobsStream, Subjects: []string{c.Subjects.Jobs()}, Retention: jetstream.WorkQueuePolicy, MaxAge: c.JobsMaxAge},
-		{Name: c.EventsStream, Subjects: c.Subjects.Events(), MaxAge: c.EventsMaxAge},
-		{Name: c.DeadLettersStream, Subjects: []string{c.Subjects.DeadLetters()}, MaxAge: c.DeadLettersMaxAge},
-	}
-	for _, s := range streams {
-		s.Storage, s.Replicas, s.Duplicates = c.Storage, c.Replicas, c.DuplicateWindow
-		if _, err := c.JetStream.CreateOrUpdateStream(ctx, s); err != nil {
-			return nil, fmt.Errorf("pipeline: stream %s: %w", s.Name, err)
-		}
-	}
-	cons, err := c.JetStream.CreateOrUpdateConsumer(ctx, c.JobsStream, jetstream.ConsumerConfig{
-		Durable:       c.Consumer,
-		Description:   "order workers: combine order creation jobs",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
-		MaxDeliver:    c.Processor.MaxDeliver(),
-		MaxAckPending: c.MaxAckPending,
-		BackOff:       c.BackOff,
-		FilterSubject: c.Subjects.Jobs(),
-		Replicas:      c.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: consumer %s: %w", c.Consumer, err)
-	}
-	return cons, nil
+	return r.topology().Ensure(ctx, r.cfg.JetStream, cmp.Or(r.cfg.StreamsManage, StreamsCreate))
 }
 
 // Run sets up the streams and the consumer, then handles jobs until ctx

@@ -39,6 +39,8 @@ func shared(list []setting) []envconfig.Setting {
 var settings = []setting{
 	{"NATS_URL", envconfig.NATSURLDefault, "NATS server URLs, comma-separated"},
 	{"NATS_CREDS_FILE", "", "NATS credentials file (JWT + NKey seed) of the worker's own NATS user"},
+	{"NATS_NKEY_FILE", "", "NATS user nkey seed file of the worker's own NATS user (instead of NATS_CREDS_FILE)"},
+	{"NATS_INBOX_PREFIX", "_INBOX_worker", "prefix of the worker's reply subjects, which its NATS permissions let it subscribe to"},
 	{"NATS_TLS_CA_FILE", "", "PEM CA file that signs the NATS servers' certificates"},
 	{"NATS_TLS_CERT_FILE", "", "PEM client certificate for NATS mutual TLS (with NATS_TLS_KEY_FILE)"},
 	{"NATS_TLS_KEY_FILE", "", "PEM client key for NATS mutual TLS"},
@@ -49,6 +51,10 @@ var settings = []setting{
 	{"EVENTS_MAX_AGE", "168h", "how long the events stream keeps an event"},
 	{"DEADLETTERS_MAX_AGE", "720h", "how long the dead-letter stream keeps a dead letter"},
 	{"DUPLICATE_WINDOW", "10m", "Nats-Msg-Id deduplication window of each stream"},
+	{"STREAMS_MANAGE", "true", "true: create or update the streams and the consumer at start; false: only verify they exist and match (GitOps, deploy/nats/)"},
+	{"JOBS_STREAM", events.StreamJobs, "jobs stream name (each SUBJECT_PREFIX needs its own)"},
+	{"EVENTS_STREAM", events.StreamEvents, "events stream name"},
+	{"DEADLETTERS_STREAM", events.StreamDeadLetters, "dead-letter stream name"},
 	{"CONSUMER_NAME", pipeline.ConsumerDefault, "durable consumer name"},
 	{"ACK_WAIT", "60s", "consumer AckWait"},
 	{"MAX_DELIVER", "10", "consumer MaxDeliver: the delivery that reaches it dead-letters"},
@@ -102,6 +108,9 @@ type config struct {
 	NATS envconfig.NATS
 
 	Subjects                 events.Subjects
+	StreamsManage            pipeline.StreamsMode
+	JobsStream, EventsStream string
+	DeadLettersStream        string
 	Replicas                 int
 	Storage                  jetstream.StorageType
 	JobsMaxAge, EventsMaxAge time.Duration
@@ -154,6 +163,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
 		NATS:              envconfig.LoadNATS(l),
 		Subjects:          events.Subjects{Prefix: l.Str("SUBJECT_PREFIX")},
+		JobsStream:        l.Str("JOBS_STREAM"),
+		EventsStream:      l.Str("EVENTS_STREAM"),
+		DeadLettersStream: l.Str("DEADLETTERS_STREAM"),
 		Replicas:          l.Integer("STREAM_REPLICAS", 1, 5),
 		JobsMaxAge:        l.Duration("JOBS_MAX_AGE"),
 		EventsMaxAge:      l.Duration("EVENTS_MAX_AGE"),
@@ -184,6 +196,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 		WeChatCallTimeout: l.Duration("WECHAT_CALL_TIMEOUT"),
 		PauseBucket:       l.Str("PAUSE_KV_BUCKET"),
 		AdminAddr:         l.Str("ADMIN_ADDR"),
+	}
+	if m, err := pipeline.ParseStreamsMode(l.Str("STREAMS_MANAGE")); err != nil {
+		l.Fail("STREAMS_MANAGE", "%v", err)
+	} else {
+		c.StreamsManage = m
+	}
+	if c.JobsStream == c.EventsStream || c.JobsStream == c.DeadLettersStream || c.EventsStream == c.DeadLettersStream {
+		l.Fail("JOBS_STREAM", "JOBS_STREAM, EVENTS_STREAM and DEADLETTERS_STREAM must differ")
 	}
 	switch s := l.Str("STREAM_STORAGE"); s {
 	case "file":

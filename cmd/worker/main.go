@@ -196,6 +196,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	runner, err := pipeline.NewRunner(pipeline.RunnerConfig{
 		JetStream: js, Processor: proc, Subjects: cfg.Subjects, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
+		JobsStream: cfg.JobsStream, EventsStream: cfg.EventsStream, DeadLettersStream: cfg.DeadLettersStream,
+		StreamsManage: cfg.StreamsManage, MaxJobBytes: cfg.MaxJobBytes,
 		Storage: cfg.Storage, JobsMaxAge: cfg.JobsMaxAge, EventsMaxAge: cfg.EventsMaxAge, DeadLettersMaxAge: cfg.DeadLettersMaxAge,
 		DuplicateWindow: cfg.DuplicateWindow, AckWait: cfg.AckWait, BackOff: cfg.ConsumerBackOff, MaxAckPending: cfg.MaxAckPending,
 		InFlight: cfg.InFlight, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
@@ -206,7 +208,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	setState("reading the pause switch")
 	pause, err := pipeline.NewPause(ctx, pipeline.PauseConfig{
-		JetStream: js, Bucket: cfg.PauseBucket, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
+		JetStream: js, Bucket: cfg.PauseBucket, Stream: cfg.JobsStream, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
 		OnChange: func(st pipeline.PauseState) {
 			m.Paused(st.Paused)
 			if st.Paused {

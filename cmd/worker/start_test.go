@@ -169,7 +169,7 @@ func TestWorker_pause(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := t.Context()
-	if err := pipeline.SetPause(ctx, js, "", pipeline.ConsumerDefault, pipeline.PauseState{Paused: true, Reason: "test"}); err != nil {
+	if err := pipeline.SetPause(ctx, js, "", "", pipeline.ConsumerDefault, pipeline.PauseState{Paused: true, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	var code int
@@ -202,7 +202,7 @@ func TestWorker_pause(t *testing.T) {
 	if !strings.Contains(string(m), "orderworker_pipeline_paused 1") {
 		t.Errorf("/metrics lacks orderworker_pipeline_paused 1:\n%s", grep(string(m), "paused"))
 	}
-	if err := pipeline.SetPause(ctx, js, "", pipeline.ConsumerDefault, pipeline.PauseState{}); err != nil {
+	if err := pipeline.SetPause(ctx, js, "", "", pipeline.ConsumerDefault, pipeline.PauseState{}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 15*time.Second, "the resumed worker to take the job", func() bool {
@@ -211,5 +211,67 @@ func TestWorker_pause(t *testing.T) {
 	})
 	if code, body = readyz(p.admin); code != http.StatusOK || body != "ready" {
 		t.Errorf("/readyz after resume = %d %q", code, body)
+	}
+}
+
+// TestWorker_twoFlavours: two workers of different flavours (SUBJECT_PREFIX
+// and stream names) on one NATS: both become ready, a restart of one leaves
+// the other's streams alone, and each handles only its own jobs.
+func TestWorker_twoFlavours(t *testing.T) {
+	bin := buildWorker(t)
+	ns := testenv.StartNATS(t)
+	partner := []string{"SUBJECT_PREFIX=partner", "JOBS_STREAM=PARTNER_ORDER_JOBS", "EVENTS_STREAM=PARTNER_ORDER_EVENTS",
+		"DEADLETTERS_STREAM=PARTNER_ORDER_DEADLETTERS", "IDEMPOTENCY_KV_BUCKET=partner_idempotency"}
+	a := startProc(t, bin, workerEnv(t, ns.URL))
+	b := startProc(t, bin, workerEnv(t, ns.URL, partner...))
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	subjects := func(stream string) string {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatalf("stream %s: %v", stream, err)
+		}
+		return strings.Join(s.CachedInfo().Config.Subjects, ",")
+	}
+	before := subjects("PARTNER_ORDER_JOBS")
+	// Restart the first flavour: its setup must not touch the partner's.
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	startProc(t, bin, workerEnv(t, ns.URL))
+	if got := subjects("PARTNER_ORDER_JOBS"); got != before || got != "partner.orders.create.*" {
+		t.Errorf("partner jobs stream subjects %q after the other flavour restarted, want %q", got, before)
+	}
+	if got := subjects(events.StreamJobs); got != "combine.orders.create.*" {
+		t.Errorf("combine jobs stream subjects %q", got)
+	}
+	for _, f := range []struct{ prefix, jobs, dls string }{
+		{"combine", events.StreamJobs, events.StreamDeadLetters},
+		{"partner", "PARTNER_ORDER_JOBS", "PARTNER_ORDER_DEADLETTERS"},
+	} {
+		ack, err := js.Publish(ctx, f.prefix+".orders.create.native", []byte(`not a job`))
+		if err != nil {
+			t.Fatalf("%s: publish: %v", f.prefix, err)
+		}
+		if ack.Stream != f.jobs {
+			t.Errorf("%s job stored in %s, want %s", f.prefix, ack.Stream, f.jobs)
+		}
+		waitUntil(t, 15*time.Second, f.prefix+"'s dead letter", func() bool {
+			s, err := js.Stream(ctx, f.dls)
+			if err != nil {
+				return false
+			}
+			info, err := s.Info(ctx)
+			return err == nil && info.State.Msgs == 1
+		})
+	}
+	if code, body := readyz(b.admin); code != http.StatusOK {
+		t.Errorf("partner worker /readyz = %d %q", code, body)
 	}
 }

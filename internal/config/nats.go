@@ -23,18 +23,32 @@ const NATSURLDefault = "nats://127.0.0.1:4222"
 type NATS struct {
 	URL, CredsFile            string
 	CAFile, CertFile, KeyFile string
+	// NkeyFile holds the service's NATS user nkey seed (NATS_NKEY_FILE).
+	NkeyFile string
+	// InboxPrefix starts the service's reply subjects (default "_INBOX"):
+	// with its own prefix per service, NATS permissions can let each
+	// subscribe to its own replies only, so no one reads the jobs a worker
+	// pulls or the acks another receives.
+	InboxPrefix string
 }
 
-// LoadNATS reads NATS_URL, NATS_CREDS_FILE, NATS_TLS_CA_FILE,
-// NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE through l, whose Settings must
-// list them.
+// LoadNATS reads NATS_URL, NATS_CREDS_FILE, NATS_NKEY_FILE,
+// NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE and
+// NATS_INBOX_PREFIX through l, whose Settings must list them.
 func LoadNATS(l *Loader) NATS {
 	n := NATS{
-		URL: l.Str("NATS_URL"), CredsFile: l.File("NATS_CREDS_FILE"),
+		URL: l.Str("NATS_URL"), CredsFile: l.File("NATS_CREDS_FILE"), NkeyFile: l.File("NATS_NKEY_FILE"),
 		CAFile: l.File("NATS_TLS_CA_FILE"), CertFile: l.File("NATS_TLS_CERT_FILE"), KeyFile: l.File("NATS_TLS_KEY_FILE"),
+		InboxPrefix: l.Str("NATS_INBOX_PREFIX"),
 	}
 	if (n.CertFile == "") != (n.KeyFile == "") {
 		l.Fail("NATS_TLS_CERT_FILE", "and NATS_TLS_KEY_FILE must be set together")
+	}
+	if n.CredsFile != "" && n.NkeyFile != "" {
+		l.Fail("NATS_NKEY_FILE", "and NATS_CREDS_FILE are two ways to name the user; set one")
+	}
+	if strings.ContainsAny(n.InboxPrefix, " \t*>") || strings.HasSuffix(n.InboxPrefix, ".") {
+		l.Fail("NATS_INBOX_PREFIX", "%q is not a subject prefix", n.InboxPrefix)
 	}
 	return n
 }
@@ -69,6 +83,16 @@ func (n NATS) Options(name string, log *slog.Logger) ([]nats.Option, error) {
 	}
 	if n.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	if n.NkeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(n.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY_FILE: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if n.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.InboxPrefix))
 	}
 	if n.CAFile != "" || n.CertFile != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
