@@ -186,7 +186,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer closeStore()
 
 	proc, err := pipeline.New(pipeline.Config{
-		Payer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
+		Payer: meteredPayer{Payer: client, m: m}, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
 		Metrics: m, Logger: log,
