@@ -309,6 +309,9 @@ func loadMerchantFiles(l *envconfig.Loader) []wechat.MerchantFiles {
 		for _, p := range []string{f.PrivateKeyFile, f.APIv3KeyFile} {
 			if _, err := os.Stat(p); err != nil {
 				l.Fail(k, "merchant %s: %s is missing", id, p)
+			} else if err := wechat.CheckSecretFile(p); err != nil {
+				// Refused, not warned: a key others can read is a key to rotate.
+				l.Fail(k, "merchant %s: %v", id, err)
 			}
 		}
 		if b, err := os.ReadFile(filepath.Join(dir, fileSerial)); err != nil || strings.TrimSpace(string(b)) == "" {
