@@ -262,8 +262,8 @@ func GetPause(ctx context.Context, js jetstream.JetStream, bucket, stream, consu
 		return PauseState{}, err
 	}
 	var st PauseState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return PauseState{Paused: true, Reason: "unreadable switch value"}, nil
+	if json.Unmarshal(e.Value(), &st) != nil {
+		st = PauseState{Paused: true, Reason: "unreadable switch value"} // as the workers read it
 	}
 	return st, nil
 }

@@ -126,10 +126,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // conn holds the connection flags shared by every command.
 type conn struct {
-	url, creds, nkey, inbox            string
-	tlsCA, tlsCert, tlsKey             string
-	prefix, stream, jobsStream         string
-	timeout                            time.Duration
+	url, creds, nkey, inbox    string
+	tlsCA, tlsCert, tlsKey     string
+	prefix, stream, jobsStream string
+	timeout                    time.Duration
 }
 
 func (c *conn) register(fs *flag.FlagSet, getenv func(string) string) {

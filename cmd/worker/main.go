@@ -186,7 +186,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer closeStore()
 
 	proc, err := pipeline.New(pipeline.Config{
-		Payer: meteredPayer{Payer: client, m: m}, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
+		Payer: meteredPayer{Payer: client, m: m}, Signer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
 		Metrics: m, Logger: log,
@@ -272,9 +272,12 @@ func loadMerchants(files []wechat.MerchantFiles) ([]*wechat.Merchant, error) {
 // the resume starts it again. The runner's own loop will call pause.Wait
 // before each pull; until then this is where the pause takes effect.
 func consume(ctx context.Context, runner *pipeline.Runner, pause *pipeline.Pause, log *slog.Logger) error {
-	for ctx.Err() == nil {
-		if err := pause.Wait(ctx); err != nil {
-			return nil // stopped while paused
+	for {
+		_ = pause.Wait(ctx) // fails only when ctx ends: stopped while paused
+		select {
+		case <-ctx.Done():
+			return nil
+		default:
 		}
 		runCtx, cancel := context.WithCancel(ctx)
 		pausing := pause.Pausing()
@@ -287,13 +290,14 @@ func consume(ctx context.Context, runner *pipeline.Runner, pause *pipeline.Pause
 			}
 		}()
 		err := runner.Run(runCtx)
-		interrupted := runCtx.Err() != nil // paused or stopping, perhaps during setup
+		if runCtx.Err() != nil {
+			err = nil // paused or stopping, perhaps during setup: not a failure
+		}
 		cancel()
-		if err != nil && !interrupted {
+		if err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // The oldest nats-server the worker works with, and why.

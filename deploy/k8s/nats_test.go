@@ -187,7 +187,7 @@ func TestNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer advisory.Unsubscribe()
+	defer func() { _ = advisory.Unsubscribe() }()
 
 	// A producer publishes jobs.
 	if _, err := producer.js.Publish(ctx, subj.Job(wechat.TradeTypeNative), []byte(`{"job":1}`)); err != nil {
@@ -302,10 +302,6 @@ func TestNATSPermissions(t *testing.T) {
 
 	// The reconciler consumes its requests and publishes payment and closed
 	// events, and nothing of the worker's.
-	rsub, err := reconciler.nc.SubscribeSync(subj.Prefix + "orders.reconcile.>")
-	if err == nil {
-		_ = rsub.Unsubscribe()
-	}
 	if sub, err := reconciler.nc.SubscribeSync(events.SubjectPrefixDefault + ".orders.reconcile.>"); err != nil {
 		t.Errorf("reconciler: subscribe to reconciliation requests: %v", err)
 	} else {
