@@ -234,12 +234,12 @@ func loadMerchant(dir, mchID string) (*wechat.Merchant, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("merchant %s: "+format, append([]any{mchID}, args...)...)
 	}
-	if err := wechat.CheckSecretFile(filepath.Join(dir, fileAPIv3Key)); err != nil {
-		return nil, fail("%w", err) // refused: a key others can read is a key to rotate
-	}
 	raw, err := os.ReadFile(filepath.Join(dir, fileAPIv3Key))
 	if err != nil {
 		return nil, fail("APIv3 key: %w", err)
+	}
+	if err := wechat.CheckSecretFile(filepath.Join(dir, fileAPIv3Key)); err != nil {
+		return nil, fail("%w", err) // refused: a key others can read is a key to rotate
 	}
 	m := &wechat.Merchant{
 		MchID:    mchID,

@@ -360,3 +360,16 @@ func TestRun_tls(t *testing.T) {
 		t.Errorf("run() = %v, want nil after cancel", err)
 	}
 }
+
+// TestLoadMerchants_refusesReadableKey: an APIv3 key readable by everyone
+// stops the notifier at start.
+func TestLoadMerchants_refusesReadableKey(t *testing.T) {
+	dir := merchantDir(t, allFiles)
+	if err := os.Chmod(filepath.Join(dir, testMchID, "apiv3_key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadMerchants(Config{MchIDs: []string{testMchID}, MerchantDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "mode 0644") {
+		t.Errorf("loadMerchants with a 0644 APIv3 key = %v, want a refusal naming the mode", err)
+	}
+}
