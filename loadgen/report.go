@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -111,11 +112,25 @@ type SimCounts struct {
 	MaxPerOrder        int `json:"max_per_order"`
 }
 
-// WriteFile writes the report as indented JSON.
+// ReportPathDefault answers where cmd/loadgen writes its report unless told
+// otherwise: the user's cache directory (else the temporary directory), never
+// the working directory, which is usually a checkout of this repository.
+func ReportPathDefault() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "orderworker", "loadgen-report.json")
+}
+
+// WriteFile writes the report as indented JSON, creating its directory.
 func (r *Report) WriteFile(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("loadgen: report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("loadgen: write report: %w", err)
 	}
 	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("loadgen: write report: %w", err)

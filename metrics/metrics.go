@@ -11,6 +11,7 @@ package metrics
 
 import (
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,9 @@ const (
 	OutcomeDuplicate = "duplicate" // already done: stored outcome republished, acked
 )
 
+// Outcomes lists every job outcome.
+var Outcomes = []string{OutcomeAck, OutcomeRetry, OutcomeTerminal, OutcomeDuplicate}
+
 // Claim results (label "result"), as the idempotency store answered.
 const (
 	ClaimClaimed     = "claimed"
@@ -36,19 +40,30 @@ const (
 	ClaimUnavailable = "unavailable"
 )
 
+// ClaimResults lists every claim result.
+var ClaimResults = []string{ClaimClaimed, ClaimInFlight, ClaimCompleted, ClaimConflict, ClaimUnavailable}
+
 // Retry kinds (label "kind").
 const (
 	RetryInProcess  = "in_process" // another call within the job's backoff budget
 	RetryRedelivery = "redelivery" // NakWithDelay: JetStream delivers the job again later
 )
 
+// RetryKinds lists every retry kind.
+var RetryKinds = []string{RetryInProcess, RetryRedelivery}
+
 // Published kinds (label "event").
 const (
-	EventPrepayCreated    = "prepay_created"
-	EventPrepayFailed     = "prepay_failed"
-	EventDeadLetter       = "dead_letter"
+	EventPrepayCreated = "prepay_created"
+	EventPrepayFailed  = "prepay_failed"
+	EventDeadLetter    = "dead_letter"
+	// EventPaymentSucceeded: a worker found an order paid when it asked
+	// WeChat Pay, and publishes its payment.
 	EventPaymentSucceeded = "payment_succeeded"
 )
+
+// Events lists every published kind the worker publishes.
+var Events = []string{EventPrepayCreated, EventPrepayFailed, EventDeadLetter, EventPaymentSucceeded}
 
 // Acknowledgement kinds (label "action").
 const (
@@ -58,20 +73,63 @@ const (
 	AckInProgress = "in_progress"
 )
 
-// Notification results (label "result").
+// AckActions lists every acknowledgement kind.
+var AckActions = []string{AckAck, AckNak, AckTerm, AckInProgress}
+
+// Notification results (label "result" of
+// orderworker_notifier_notifications_total): the notifier's Result values
+// are these constants, so the metric, its HELP, the alerts and the
+// dashboard read one list.
 const (
-	NotificationOK           = "ok"
-	NotificationBadRequest   = "bad_request"
-	NotificationBadSignature = "bad_signature"
-	NotificationDecryptError = "decrypt_error"
-	NotificationPublishError = "publish_error"
+	NotificationOK               = "ok"                 // 204: stored
+	NotificationDuplicate        = "duplicate"          // 200: JetStream already had it
+	NotificationMethodNotAllowed = "method_not_allowed" // 405
+	NotificationUnknownMerchant  = "unknown_merchant"   // 404: path names no configured merchant
+	NotificationTooLarge         = "too_large"          // 413
+	NotificationBadHeaders       = "bad_headers"        // 401: a Wechatpay-* header is absent or malformed
+	NotificationStale            = "stale"              // 401: timestamp outside the five-minute window
+	NotificationUnknownSerial    = "unknown_serial"     // 401: no trusted key has that serial
+	NotificationSignatureProbe   = "signature_probe"    // 401: WECHATPAY/SIGNTEST/ probe
+	NotificationBadSignature     = "bad_signature"      // 401: signature does not verify
+	NotificationSlowBody         = "slow_body"          // 408: body not received within the body deadline
+	NotificationDecryptError     = "decrypt_error"      // 400: wrong APIv3 key or tampered resource
+	NotificationMalformed        = "malformed"          // 400: verified but not a combine payment notification
+	NotificationOverloaded       = "overloaded"         // 503: load shed, no place free in time
+	NotificationPublishError     = "publish_error"      // 500: JetStream did not confirm
 )
+
+// NotificationResults lists every notification result, each pre-initialised
+// at 0.
+var NotificationResults = []string{
+	NotificationOK, NotificationDuplicate, NotificationMethodNotAllowed, NotificationUnknownMerchant,
+	NotificationTooLarge, NotificationBadHeaders, NotificationStale, NotificationUnknownSerial,
+	NotificationSignatureProbe, NotificationBadSignature, NotificationSlowBody, NotificationDecryptError,
+	NotificationMalformed, NotificationOverloaded, NotificationPublishError,
+}
+
+// Load-shedding stages (label "stage" of orderworker_notifier_shed_total):
+// where a request found every place busy for the whole wait and was
+// answered 503.
+const (
+	ShedAdmission    = "admission"    // places for complete bodies awaiting verification
+	ShedVerification = "verification" // RSA verification and decryption slots
+)
+
+// ShedStages lists every load-shedding stage.
+var ShedStages = []string{ShedAdmission, ShedVerification}
+
+// MerchantOther is the mchid label of a WeChat Pay call for a merchant that
+// is not configured, so the label stays bounded by configuration.
+const MerchantOther = "other"
 
 // Delivery kinds (label "delivery").
 const (
 	DeliveryFirst = "first" // the job's first delivery: its wait is queueing
 	DeliveryRetry = "retry" // a redelivery: its wait includes the chosen delay
 )
+
+// Deliveries lists every delivery kind.
+var Deliveries = []string{DeliveryFirst, DeliveryRetry}
 
 // waitBuckets cover a job picked up at once (ms) to a backlog of half an
 // hour.
@@ -95,14 +153,34 @@ type Worker struct {
 	publishFails   *prometheus.CounterVec
 	ackFails       *prometheus.CounterVec
 	storeUp        prometheus.Gauge
+	paused         prometheus.Gauge
+	merchantCalls  *prometheus.CounterVec
+	merchants      map[string]bool
 	buildInfo      *prometheus.GaugeVec
 	truth          *prometheus.CounterVec
 }
 
-// NewWorker builds the worker's collectors and registers them on reg. It
-// panics if one is already registered there, as prometheus.MustRegister
-// does.
-func NewWorker(reg prometheus.Registerer) *Worker {
+// WorkerConfig names the label values only configuration knows, so that
+// their series exist at 0 from the start and the mchid label stays bounded.
+type WorkerConfig struct {
+	// DeadLetterReasons pre-initialises dead_letters_total (events.Reasons).
+	// Defaults to none.
+	DeadLetterReasons []string
+	// Merchants are the configured mchids, the only values of the mchid
+	// label; a call for any other counts as MerchantOther. Defaults to none.
+	Merchants []string
+}
+
+// NewWorker builds the worker's collectors with an empty WorkerConfig and
+// registers them on reg. It panics if one is already registered there, as
+// prometheus.MustRegister does.
+func NewWorker(reg prometheus.Registerer) *Worker { return NewWorkerWith(reg, WorkerConfig{}) }
+
+// NewWorkerWith builds the worker's collectors, pre-initialises every
+// series of a fixed label set (outcomes, claim results, retry kinds, failure
+// counters, dead-letter reasons, merchants) at 0, so a panel or an
+// increase() never sees "No data", and registers them on reg.
+func NewWorkerWith(reg prometheus.Registerer, cfg WorkerConfig) *Worker {
 	w := &Worker{
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "pipeline", Name: "jobs_total",
@@ -155,12 +233,71 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Namespace: Namespace, Subsystem: "idempotency", Name: "store_up",
 			Help: "Whether the idempotency store answered its last check (1) or not (0).",
 		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "paused",
+			Help: "Whether consumption is paused by an operator (1) or running (0).",
+		}),
+		merchantCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "wechat", Name: "merchant_requests_total",
+			Help: "WeChat Pay create calls, by configured combine_mchid (or other) and code (WeChat code, OK, TIMEOUT, TRANSPORT_ERROR or ERROR).",
+		}, []string{"mchid", "code"}),
+		merchants: map[string]bool{},
 		buildInfo: newBuildInfo(),
 		truth:     newTruth(),
 	}
+	for _, m := range cfg.Merchants {
+		w.merchants[m] = true
+		w.merchantCalls.WithLabelValues(m, "OK")
+	}
+	for _, o := range Outcomes {
+		w.jobs.WithLabelValues(o)
+	}
+	for _, d := range Deliveries {
+		w.jobWait.WithLabelValues(d)
+	}
+	for _, k := range RetryKinds {
+		w.retries.WithLabelValues(k)
+	}
+	for _, r := range ClaimResults {
+		w.claims.WithLabelValues(r)
+	}
+	for _, r := range cfg.DeadLetterReasons {
+		w.deadLetters.WithLabelValues(r)
+	}
+	for _, e := range Events {
+		w.publishFails.WithLabelValues(e)
+	}
+	for _, a := range AckActions {
+		w.ackFails.WithLabelValues(a)
+	}
 	reg.MustRegister(w.jobs, w.jobDuration, w.jobWait, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
-		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.buildInfo, w.truth)
+		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.paused, w.merchantCalls, w.buildInfo, w.truth)
 	return w
+}
+
+// MerchantRequest records one WeChat Pay create call for mchID answered
+// with code. An mchid outside WorkerConfig.Merchants counts as
+// MerchantOther, so a job cannot add series.
+func (w *Worker) MerchantRequest(mchID, code string) {
+	if w == nil {
+		return
+	}
+	if !w.merchants[mchID] {
+		mchID = MerchantOther
+	}
+	w.merchantCalls.WithLabelValues(mchID, code).Inc()
+}
+
+// Paused records whether consumption is paused.
+func (w *Worker) Paused(paused bool) {
+	if w == nil {
+		return
+	}
+	if paused {
+		w.paused.Set(1)
+	} else {
+		w.paused.Set(0)
+	}
 }
 
 func newBuildInfo() *prometheus.GaugeVec {
@@ -274,18 +411,24 @@ func (w *Worker) StoreUp(up bool) {
 // Notifier holds the notifier's collectors.
 type Notifier struct {
 	notifications   *prometheus.CounterVec
+	shed            *prometheus.CounterVec
 	publishDuration prometheus.Histogram
 	buildInfo       *prometheus.GaugeVec
 }
 
-// NewNotifier builds the notifier's collectors and registers them on reg.
-// It panics if one is already registered there.
+// NewNotifier builds the notifier's collectors, pre-initialises every
+// result and shedding stage at 0, and registers them on reg. It panics if
+// one is already registered there.
 func NewNotifier(reg prometheus.Registerer) *Notifier {
 	n := &Notifier{
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "notifier", Name: "notifications_total",
-			Help: "Payment notifications received, by result: ok, bad_request, bad_signature, decrypt_error or publish_error.",
+			Help: "Payment notifications received, by result: " + strings.Join(NotificationResults, ", ") + ".",
 		}, []string{"result"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "notifier", Name: "shed_total",
+			Help: "Requests answered 503 because every place was busy for the whole wait, by stage: " + strings.Join(ShedStages, " or ") + ".",
+		}, []string{"stage"}),
 		publishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "notifier", Name: "publish_duration_seconds",
 			Help:    "Time to publish a payment event and receive JetStream's acknowledgement.",
@@ -293,8 +436,22 @@ func NewNotifier(reg prometheus.Registerer) *Notifier {
 		}),
 		buildInfo: newBuildInfo(),
 	}
-	reg.MustRegister(n.notifications, n.publishDuration, n.buildInfo)
+	for _, r := range NotificationResults {
+		n.notifications.WithLabelValues(r)
+	}
+	for _, st := range ShedStages {
+		n.shed.WithLabelValues(st)
+	}
+	reg.MustRegister(n.notifications, n.shed, n.publishDuration, n.buildInfo)
 	return n
+}
+
+// Shed records a request shed at stage (Shed*).
+func (n *Notifier) Shed(stage string) {
+	if n == nil {
+		return
+	}
+	n.shed.WithLabelValues(stage).Inc()
 }
 
 // SetBuildInfo sets orderworker_build_info{version, commit, go_version} to 1.

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,13 +76,19 @@ func TestWorker_Values(t *testing.T) {
 # HELP orderworker_pipeline_jobs_total Jobs handled, by outcome: ack, retry, terminal or duplicate.
 # TYPE orderworker_pipeline_jobs_total counter
 orderworker_pipeline_jobs_total{outcome="ack"} 1
+orderworker_pipeline_jobs_total{outcome="duplicate"} 0
 orderworker_pipeline_jobs_total{outcome="retry"} 2
+orderworker_pipeline_jobs_total{outcome="terminal"} 0
 # HELP orderworker_pipeline_jobs_in_flight Jobs this worker is handling now.
 # TYPE orderworker_pipeline_jobs_in_flight gauge
 orderworker_pipeline_jobs_in_flight 1
 # HELP orderworker_idempotency_claims_total Idempotency claims, by result: claimed, in_flight, completed, conflict or unavailable.
 # TYPE orderworker_idempotency_claims_total counter
+orderworker_idempotency_claims_total{result="claimed"} 0
+orderworker_idempotency_claims_total{result="completed"} 0
 orderworker_idempotency_claims_total{result="conflict"} 1
+orderworker_idempotency_claims_total{result="in_flight"} 0
+orderworker_idempotency_claims_total{result="unavailable"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"orderworker_pipeline_jobs_total", "orderworker_pipeline_jobs_in_flight", "orderworker_idempotency_claims_total"); err != nil {
@@ -146,8 +153,84 @@ func TestNilReceivers(t *testing.T) {
 	w.AckFailure(metrics.AckNak)
 	w.StoreUp(false)
 	w.SetBuildInfo("v", "c")
+	w.MerchantRequest("1900000109", "OK")
+	w.Paused(true)
 	var n *metrics.Notifier
 	n.Notification(metrics.NotificationOK)
+	n.Shed(metrics.ShedAdmission)
 	n.Publish(time.Second)
 	n.SetBuildInfo("v", "c")
+}
+
+// TestPreinitialised: every failure counter and every fixed label value
+// exists at 0 before anything happened, so panels and increase() see 0
+// rather than "No data".
+func TestPreinitialised(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics.NewWorkerWith(reg, metrics.WorkerConfig{DeadLetterReasons: []string{"malformed", "invalid"}, Merchants: []string{"1900000109"}})
+	nreg := prometheus.NewRegistry()
+	metrics.NewNotifier(nreg)
+	for name, want := range map[string]int{
+		"orderworker_pipeline_jobs_total":             len(metrics.Outcomes),
+		"orderworker_pipeline_retries_total":          len(metrics.RetryKinds),
+		"orderworker_idempotency_claims_total":        len(metrics.ClaimResults),
+		"orderworker_pipeline_dead_letters_total":     2,
+		"orderworker_pipeline_publish_failures_total": len(metrics.Events),
+		"orderworker_pipeline_ack_failures_total":     len(metrics.AckActions),
+		"orderworker_wechat_merchant_requests_total":  1,
+		"orderworker_notifier_notifications_total":    len(metrics.NotificationResults),
+		"orderworker_notifier_shed_total":             len(metrics.ShedStages),
+	} {
+		g := prometheus.Gatherers{reg, nreg}
+		if got, err := testutil.GatherAndCount(g, name); err != nil || got != want {
+			t.Errorf("%s: %d series before any event (%v), want %d", name, got, err, want)
+		}
+	}
+}
+
+// TestWorker_MerchantBounded: a job naming an unconfigured merchant adds no
+// series; it counts as "other".
+func TestWorker_MerchantBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	w := metrics.NewWorkerWith(reg, metrics.WorkerConfig{Merchants: []string{"1900000109"}})
+	w.MerchantRequest("1900000109", "FREQUENCY_LIMITED")
+	for i := range 50 {
+		w.MerchantRequest(fmt.Sprintf("attacker-%d", i), "OK")
+	}
+	want := `
+# HELP orderworker_wechat_merchant_requests_total WeChat Pay create calls, by configured combine_mchid (or other) and code (WeChat code, OK, TIMEOUT, TRANSPORT_ERROR or ERROR).
+# TYPE orderworker_wechat_merchant_requests_total counter
+orderworker_wechat_merchant_requests_total{code="FREQUENCY_LIMITED",mchid="1900000109"} 1
+orderworker_wechat_merchant_requests_total{code="OK",mchid="1900000109"} 0
+orderworker_wechat_merchant_requests_total{code="OK",mchid="other"} 50
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "orderworker_wechat_merchant_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestNotifier_Help: the HELP of notifications_total names exactly the
+// results there are.
+func TestNotifier_Help(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics.NewNotifier(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "orderworker_notifier_notifications_total" {
+			continue
+		}
+		for _, r := range metrics.NotificationResults {
+			if !strings.Contains(mf.GetHelp(), r) {
+				t.Errorf("HELP %q does not name %s", mf.GetHelp(), r)
+			}
+		}
+		if strings.Contains(mf.GetHelp(), "bad_request") {
+			t.Errorf("HELP %q names bad_request, which no code emits", mf.GetHelp())
+		}
+		return
+	}
+	t.Fatal("notifications_total not gathered")
 }

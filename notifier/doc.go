@@ -20,14 +20,18 @@
 //  2. Content-Length against [Config.MaxBodySize] (413);
 //  3. the Wechatpay-* headers: present, a timestamp within five minutes, a
 //     known serial, not a WECHATPAY/SIGNTEST/ probe (401) — no body read yet;
-//  4. admission among [Config.MaxConcurrentRequests], which bounds the
-//     bodies in memory, and the body, at most MaxBodySize bytes through
-//     [http.MaxBytesReader] (413);
-//  5. a slot among [Config.MaxConcurrentVerifications], which bounds the
-//     CPU-bound work, then the RSA signature over the raw body (401).
-//     Each wait for capacity lasts at most [Config.SlotWait], then 503
-//     (WeChat Pay retries): forgeries that carry a real serial delay a
-//     genuine notification by milliseconds instead of turning it away;
+//  4. the body, at most MaxBodySize bytes through [http.MaxBytesReader]
+//     (413), within [Config.BodyTimeout] set as the connection's read
+//     deadline (408): it is read before any shared place is taken, so a
+//     sender that trickles its body in holds nothing a genuine notification
+//     needs, and is cut off;
+//  5. admission among [Config.MaxConcurrentRequests] (complete bodies
+//     waiting), then a slot among [Config.MaxConcurrentVerifications], which
+//     bounds the CPU-bound work, then the RSA signature over the raw body
+//     (401). Each wait for capacity lasts at most [Config.SlotWait], then
+//     503 (WeChat Pay retries) and orderworker_notifier_shed_total counts
+//     the stage: forgeries that carry a real serial delay a genuine
+//     notification by milliseconds instead of turning it away;
 //  6. decryption with the merchant's APIv3 key (400) and the combine
 //     transaction (400);
 //  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID] (one per
@@ -40,6 +44,9 @@
 // sent the notification again). Every failure answers WeChat Pay's
 // {"code":"FAIL","message":…} with a fixed message per [Result]; details go
 // to the log only.
+//
+// [NewServer] builds the public server with the limits slow senders meet:
+// ReadHeaderTimeout, MaxHeaderBytes, the per-request body deadline.
 //
 // # Logs and personal data
 //

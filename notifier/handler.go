@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -41,6 +42,11 @@ const (
 	// SlotWaitDefault bounds each of the two waits for capacity: with the
 	// PublishTimeoutDefault, the answer leaves within 4.8 seconds.
 	SlotWaitDefault = 400 * time.Millisecond
+	// BodyTimeoutDefault is how long a sender gets to deliver the whole
+	// body once its headers passed. WeChat Pay sends a few KiB at once; a
+	// body still trickling in after 2 seconds is a slow or malicious
+	// sender, answered 408 without ever holding an admission place.
+	BodyTimeoutDefault = 2 * time.Second
 )
 
 // Publisher stores a message in a JetStream stream and answers the PubAck.
@@ -65,13 +71,18 @@ type Config struct {
 	Stream string
 	// MaxBodySize caps a body in bytes. Defaults to MaxBodySizeDefault.
 	MaxBodySize int64
+	// BodyTimeout bounds the read of one body, from the end of the
+	// headers; it is set as the connection's read deadline (HTTP/1.1 and
+	// HTTP/2 alike), so the server's ReadTimeout does not decide it.
+	// Defaults to BodyTimeoutDefault.
+	BodyTimeout time.Duration
 	// PublishTimeout bounds the wait for the PubAck. Defaults to
 	// PublishTimeoutDefault; keep it under WeChat Pay's 5 seconds.
 	PublishTimeout time.Duration
-	// MaxConcurrentRequests bounds how many genuine-looking requests (past
-	// the header checks) are admitted at once: they read their body, wait
-	// for a verification slot and publish. It bounds memory to about
-	// MaxConcurrentRequests × MaxBodySize. Defaults to
+	// MaxConcurrentRequests bounds how many genuine-looking requests whose
+	// body is complete are admitted at once: they wait for a verification
+	// slot and publish. A body is read before admission, under BodyTimeout,
+	// so a slow sender never holds a place. Defaults to
 	// MaxConcurrentRequestsDefault.
 	MaxConcurrentRequests int
 	// MaxConcurrentVerifications bounds how many admitted requests verify
@@ -109,6 +120,7 @@ type Handler struct {
 	subject   string
 	stream    string
 	maxBody   int64
+	bodyWait  time.Duration
 	timeout   time.Duration
 	admitted  chan struct{} // requests past the header checks
 	slots     chan struct{} // RSA verifications and decryptions
@@ -123,6 +135,7 @@ type Handler struct {
 func New(cfg Config) (*Handler, error) {
 	cfg.Stream = cmp.Or(cfg.Stream, events.StreamEvents)
 	cfg.MaxBodySize = cmp.Or(cfg.MaxBodySize, MaxBodySizeDefault)
+	cfg.BodyTimeout = cmp.Or(cfg.BodyTimeout, BodyTimeoutDefault)
 	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, PublishTimeoutDefault)
 	cfg.MaxConcurrentVerifications = cmp.Or(cfg.MaxConcurrentVerifications, 4*runtime.GOMAXPROCS(0))
 	cfg.MaxConcurrentRequests = cmp.Or(cfg.MaxConcurrentRequests, max(MaxConcurrentRequestsDefault, cfg.MaxConcurrentVerifications))
@@ -140,6 +153,8 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("notifier: Config.Merchants is empty")
 	case cfg.MaxBodySize < 1<<10:
 		return nil, fmt.Errorf("notifier: MaxBodySize is %d bytes, want at least 1024", cfg.MaxBodySize)
+	case cfg.BodyTimeout < 0:
+		return nil, errors.New("notifier: BodyTimeout is negative")
 	case cfg.PublishTimeout < 0:
 		return nil, errors.New("notifier: PublishTimeout is negative")
 	case cfg.MaxConcurrentVerifications < 0:
@@ -170,6 +185,7 @@ func New(cfg Config) (*Handler, error) {
 		subject:   cfg.Subjects.PaymentSucceeded(),
 		stream:    cfg.Stream,
 		maxBody:   cfg.MaxBodySize,
+		bodyWait:  cfg.BodyTimeout,
 		timeout:   cfg.PublishTimeout,
 		admitted:  make(chan struct{}, cfg.MaxConcurrentRequests),
 		slots:     make(chan struct{}, cfg.MaxConcurrentVerifications),
@@ -185,31 +201,36 @@ func New(cfg Config) (*Handler, error) {
 // orderworker_notifier_notifications_total.
 type Result string
 
-// The results. ResultOK and ResultDuplicate are acknowledged (2xx); every
-// other result is a failure WeChat Pay retries.
+// The results, each the metrics package's constant of the same name, so the
+// metric, its HELP and the alerts share one list. ResultOK and
+// ResultDuplicate are acknowledged (2xx); every other result is a failure
+// WeChat Pay retries.
 const (
-	ResultOK               Result = "ok"                 // 204: stored
-	ResultDuplicate        Result = "duplicate"          // 200: JetStream already had it
-	ResultMethodNotAllowed Result = "method_not_allowed" // 405
-	ResultUnknownMerchant  Result = "unknown_merchant"   // 404: path names no configured merchant
-	ResultTooLarge         Result = "too_large"          // 413
-	ResultBadHeaders       Result = "bad_headers"        // 401: a Wechatpay-* header is absent or malformed
-	ResultStale            Result = "stale"              // 401: timestamp outside the five-minute window
-	ResultUnknownSerial    Result = "unknown_serial"     // 401: no trusted key has that serial
-	ResultSignatureProbe   Result = "signature_probe"    // 401: WECHATPAY/SIGNTEST/ probe
-	ResultBadSignature     Result = "bad_signature"      // 401: signature does not verify
-	ResultDecryptError     Result = "decrypt_error"      // 400: wrong APIv3 key or tampered resource
-	ResultMalformed        Result = "malformed"          // 400: verified but not a combine payment notification
-	ResultOverloaded       Result = "overloaded"         // 503: no verification slot free
-	ResultPublishError     Result = "publish_error"      // 500: JetStream did not confirm
+	ResultOK               Result = metrics.NotificationOK               // 204: stored
+	ResultDuplicate        Result = metrics.NotificationDuplicate        // 200: JetStream already had it
+	ResultMethodNotAllowed Result = metrics.NotificationMethodNotAllowed // 405
+	ResultUnknownMerchant  Result = metrics.NotificationUnknownMerchant  // 404: path names no configured merchant
+	ResultTooLarge         Result = metrics.NotificationTooLarge         // 413
+	ResultBadHeaders       Result = metrics.NotificationBadHeaders       // 401: a Wechatpay-* header is absent or malformed
+	ResultStale            Result = metrics.NotificationStale            // 401: timestamp outside the five-minute window
+	ResultUnknownSerial    Result = metrics.NotificationUnknownSerial    // 401: no trusted key has that serial
+	ResultSignatureProbe   Result = metrics.NotificationSignatureProbe   // 401: WECHATPAY/SIGNTEST/ probe
+	ResultBadSignature     Result = metrics.NotificationBadSignature     // 401: signature does not verify
+	ResultSlowBody         Result = metrics.NotificationSlowBody         // 408: body not complete within BodyTimeout
+	ResultDecryptError     Result = metrics.NotificationDecryptError     // 400: wrong APIv3 key or tampered resource
+	ResultMalformed        Result = metrics.NotificationMalformed        // 400: verified but not a combine payment notification
+	ResultOverloaded       Result = metrics.NotificationOverloaded       // 503: load shed, no place free within SlotWait
+	ResultPublishError     Result = metrics.NotificationPublishError     // 500: JetStream did not confirm
 )
 
-// Results lists every result.
-var Results = []Result{
-	ResultOK, ResultDuplicate, ResultMethodNotAllowed, ResultUnknownMerchant, ResultTooLarge,
-	ResultBadHeaders, ResultStale, ResultUnknownSerial, ResultSignatureProbe, ResultBadSignature,
-	ResultDecryptError, ResultMalformed, ResultOverloaded, ResultPublishError,
-}
+// Results lists every result, in the order of metrics.NotificationResults.
+var Results = func() []Result {
+	out := make([]Result, len(metrics.NotificationResults))
+	for i, r := range metrics.NotificationResults {
+		out[i] = Result(r)
+	}
+	return out
+}()
 
 // answer is the status and fixed message of each failure result. Messages
 // are at most 64 bytes (WeChat Pay's limit) and never echo the request.
@@ -225,6 +246,7 @@ var answers = map[Result]struct {
 	ResultUnknownSerial:    {http.StatusUnauthorized, "unknown Wechatpay-Serial"},
 	ResultSignatureProbe:   {http.StatusUnauthorized, "signature verification failed"},
 	ResultBadSignature:     {http.StatusUnauthorized, "signature verification failed"},
+	ResultSlowBody:         {http.StatusRequestTimeout, "body not received in time"},
 	ResultDecryptError:     {http.StatusBadRequest, "cannot decrypt resource"},
 	ResultMalformed:        {http.StatusBadRequest, "malformed notification"},
 	ResultOverloaded:       {http.StatusServiceUnavailable, "overloaded, retry later"},
@@ -280,17 +302,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 		return res, err
 	}
 
-	// Only requests that look genuine reach the costly part, in two bounded
-	// stages: admission (body in memory) and verification (CPU).
-	if !acquire(r.Context(), h.admitted, h.slotWait) {
-		return ResultOverloaded, fmt.Errorf("all %d admission places busy for %s", cap(h.admitted), h.slotWait)
-	}
-	defer func() { <-h.admitted }()
+	// The body first, under its own deadline and holding nothing shared: a
+	// sender that trickles it in is cut off after BodyTimeout and can never
+	// occupy a place a genuine notification needs.
 	body, res, err := h.readBody(w, r)
 	if err != nil {
 		return res, err
 	}
+	// Only complete, genuine-looking requests reach the costly part, in two
+	// bounded stages: admission (bodies waiting) and verification (CPU).
+	if !acquire(r.Context(), h.admitted, h.slotWait) {
+		h.metrics.Shed(metrics.ShedAdmission)
+		return ResultOverloaded, fmt.Errorf("all %d admission places busy for %s", cap(h.admitted), h.slotWait)
+	}
+	defer func() { <-h.admitted }()
 	if !acquire(r.Context(), h.slots, h.slotWait) {
+		h.metrics.Shed(metrics.ShedVerification)
 		return ResultOverloaded, fmt.Errorf("all %d verification slots busy for %s", cap(h.slots), h.slotWait)
 	}
 	n, res, err := h.parse(m, r.Header, body)
@@ -357,7 +384,6 @@ func (h *Handler) precheck(m *wechat.Merchant, hd http.Header) (Result, error) {
 	return "", nil
 }
 
-// parse reads the body and verifies, decrypts and parses it.
 // acquire takes a place in sem, waiting at most wait or until ctx ends.
 func acquire(ctx context.Context, sem chan struct{}, wait time.Duration) bool {
 	select {
@@ -377,13 +403,25 @@ func acquire(ctx context.Context, sem chan struct{}, wait time.Duration) bool {
 	}
 }
 
-// readBody reads at most maxBody bytes; the server's read timeout bounds
-// how long a slow sender can take.
+// readBody reads at most maxBody bytes within bodyWait: the deadline is set
+// on the connection (http.ResponseController), so a sender dripping its
+// body is cut off and answered 408 whatever the server's ReadTimeout. The
+// buffer grows with what arrives, so a slow sender holds little memory.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Result, error) {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(h.bodyWait)
+	if err := rc.SetReadDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, ResultMalformed, fmt.Errorf("set body deadline: %w", err)
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, ResultTooLarge, fmt.Errorf("body exceeds %d bytes", h.maxBody)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) || time.Now().After(deadline) {
+			// The connection cannot be reused: the body was not read to its end.
+			w.Header().Set("Connection", "close")
+			return nil, ResultSlowBody, fmt.Errorf("body not complete within %s", h.bodyWait)
 		}
 		return nil, ResultMalformed, fmt.Errorf("read body: %w", err)
 	}

@@ -2,6 +2,7 @@ package notifier_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -12,8 +13,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/notifier"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -259,21 +263,91 @@ func TestHandler_ServeHTTP_publishFailure(t *testing.T) {
 	}
 }
 
-// TestHandler_ServeHTTP_overloaded holds the only admission place with a
-// body that does not end; a second genuine-looking request waits SlotWait for
-// it, then is shed with 503.
+// gatedPublisher holds every publication until gate is closed, announcing
+// each on entered.
+type gatedPublisher struct {
+	notifier.Publisher
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g gatedPublisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.Publisher.PublishMsg(ctx, msg, opts...)
+}
+
+// TestHandler_ServeHTTP_overloaded: the only admission place is held by a
+// complete notification whose publication hangs; a second one waits
+// SlotWait for it, then is shed with 503 and counted as shed at admission.
 func TestHandler_ServeHTTP_overloaded(t *testing.T) {
+	t.Parallel()
+	gp := gatedPublisher{entered: make(chan struct{}, 4), gate: make(chan struct{})}
+	b := setup(t, func(c *notifier.Config) {
+		gp.Publisher = c.Publisher
+		c.Publisher = gp
+		c.MaxConcurrentVerifications, c.MaxConcurrentRequests, c.SlotWait = 1, 1, 50*time.Millisecond
+	})
+	first := make(chan int, 1)
+	go func() { // Ends when the gate opens below.
+		status, _ := b.post(t, testMchID, notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-V1", paidOrder("V1"), time.Now()))
+		first <- status
+	}()
+	<-gp.entered
+	status, body := b.post(t, testMchID, notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-V2", paidOrder("V2"), time.Now()))
+	wantFail(t, status, body, http.StatusServiceUnavailable)
+	close(gp.gate)
+	if got := <-first; got != http.StatusNoContent {
+		t.Errorf("first notification = %d, want 204", got)
+	}
+	if got := b.results.count(notifier.ResultOverloaded); got != 1 {
+		t.Errorf("results[overloaded] = %d, want 1", got)
+	}
+	if got := shed(t, b, metrics.ShedAdmission); got != 1 {
+		t.Errorf("shed_total{stage=admission} = %v, want 1", got)
+	}
+}
+
+// shed answers orderworker_notifier_shed_total{stage}.
+func shed(t *testing.T, b *bundle, stage string) float64 {
+	t.Helper()
+	mfs, err := b.results.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "orderworker_notifier_shed_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" && l.GetValue() == stage {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no shed_total{stage=%q} series", stage)
+	return 0
+}
+
+// TestHandler_ServeHTTP_slowBodyHoldsNoPlace: a body that trickles in holds
+// no admission place (the only one is free for genuine notifications
+// meanwhile) and is cut off with 408 after BodyTimeout.
+func TestHandler_ServeHTTP_slowBodyHoldsNoPlace(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *notifier.Config) {
 		c.MaxConcurrentVerifications, c.MaxConcurrentRequests, c.SlotWait = 1, 1, 50*time.Millisecond
+		c.BodyTimeout = 500 * time.Millisecond
 	})
-	n := notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-V1", paidOrder("V1"), time.Now())
-
+	n := notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-S1", paidOrder("S1"), time.Now())
 	pr, pw := io.Pipe()
+	defer pw.Close()
 	slow := make(chan int, 1)
-	go func() { // Ends when pw is closed below.
+	go func() { // Ends when the server answers the slow request.
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, b.url+notifier.PathPrefix+testMchID, pr)
 		req.Header = n.header.Clone()
+		req.ContentLength = int64(len(n.body))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			slow <- 0
@@ -285,28 +359,23 @@ func TestHandler_ServeHTTP_overloaded(t *testing.T) {
 	if _, err := pw.Write(n.body[:10]); err != nil {
 		t.Fatal(err)
 	}
-	// The slow request takes the admission place once its headers arrive;
-	// until then others may still get through.
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; ; i++ {
-		no := "V2-" + strconv.Itoa(i)
+	for i := range 3 {
+		no := "S2-" + strconv.Itoa(i)
 		status, body := b.post(t, testMchID, notification(t, b.keys.pubKey, testPubKeyID, b.keys.apiV3, "EV-"+no, paidOrder(no), time.Now()))
-		if status == http.StatusServiceUnavailable {
-			wantFail(t, status, body, http.StatusServiceUnavailable)
-			break
-		}
-		if status != http.StatusNoContent || time.Now().After(deadline) {
-			t.Fatalf("POST = %d %s, want 204 until the slot is taken, then 503", status, body)
+		if status != http.StatusNoContent {
+			t.Fatalf("genuine notification while a body trickles in = %d %s, want 204", status, body)
 		}
 	}
-
-	_, _ = pw.Write(n.body[10:])
-	pw.Close()
-	if got := <-slow; got != http.StatusNoContent {
-		t.Errorf("slow request = %d, want 204", got)
+	select {
+	case got := <-slow:
+		if got != http.StatusRequestTimeout {
+			t.Errorf("slow body = %d, want 408", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow body not cut off within 5s")
 	}
-	if got := b.results.count(notifier.ResultOverloaded); got != 1 {
-		t.Errorf("results[overloaded] = %d, want 1", got)
+	if got := b.results.count(notifier.ResultSlowBody); got != 1 {
+		t.Errorf("results[slow_body] = %d, want 1", got)
 	}
 }
 

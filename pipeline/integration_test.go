@@ -279,7 +279,7 @@ func TestRunner_poisonJobs(t *testing.T) {
 	tooMany := newJob(wechat.TradeTypeJSAPI, "POISON03")
 	tooMany.Request = newRequest(wechat.TradeTypeJSAPI, testMchID, "POISON03", 51)
 	big := newJob(wechat.TradeTypeJSAPI, "POISON04")
-	big.Request.SubOrders[0].Detail = strings.Repeat("x", events.MaxJobSize)
+	big.Request.SubOrders[0].Detail = strings.Repeat("x", events.MaxJobSize+pipeline.JobHeaderRoom)
 	e.publish(subject, []byte(`{"version":1,"trade_type":"jsapi","request":{`), "poison-1")
 	e.publish(subject, mustJSON(t, wrongVersion), wrongVersion.MsgID())
 	e.publish(subject, mustJSON(t, tooMany), tooMany.MsgID())

@@ -83,6 +83,30 @@ func (r *Runner) advisoryConsumer() jetstream.ConsumerConfig {
 	}
 }
 
+// ensureAdvisories creates (or, in StreamsVerify mode, checks) the stream
+// that captures the MAX_DELIVERIES advisories and its durable consumer.
+func (r *Runner) ensureAdvisories(ctx context.Context, mode StreamsMode) error {
+	want, cc := r.advisoryStream(), r.advisoryConsumer()
+	if mode == StreamsVerify {
+		s, err := r.cfg.JetStream.Stream(ctx, want.Name)
+		if err != nil {
+			return fmt.Errorf("pipeline: stream %s (STREAMS_MANAGE=false: create it from deploy/nats/): %w", want.Name, err)
+		}
+		if _, err := s.Consumer(ctx, cc.Durable); err != nil {
+			return fmt.Errorf("pipeline: consumer %s on %s (STREAMS_MANAGE=false: create it from deploy/nats/): %w", cc.Durable, want.Name, err)
+		}
+		return nil
+	}
+	want.Storage, want.Replicas = r.cfg.Storage, r.cfg.Replicas
+	if _, err := r.cfg.JetStream.CreateOrUpdateStream(ctx, want); err != nil {
+		return fmt.Errorf("pipeline: stream %s: %w", want.Name, err)
+	}
+	if _, err := r.cfg.JetStream.CreateOrUpdateConsumer(ctx, want.Name, cc); err != nil {
+		return fmt.Errorf("pipeline: consumer %s: %w", cc.Durable, err)
+	}
+	return nil
+}
+
 // checkPayload refuses a server whose maximum payload cannot carry the dead
 // letter of the largest job: a dead letter embeds the job in base64 (4/3 of
 // its size) with its headers and error, so it must always fit, or a job

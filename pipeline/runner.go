@@ -109,6 +109,13 @@ type RunnerConfig struct {
 	Metrics *metrics.Worker
 	// Logger receives the loop's records. Defaults to a discarding logger.
 	Logger *slog.Logger
+	// StreamsManage is what Setup does with the streams and the consumer:
+	// StreamsCreate (create or update) or StreamsVerify (check only).
+	// Defaults to StreamsCreate.
+	StreamsManage StreamsMode
+	// MaxJobBytes caps the jobs stream's MaxMsgSize at MaxJobBytes +
+	// JobHeaderRoom. Defaults to the Processor's MaxJobSize.
+	MaxJobBytes int
 }
 
 // Runner feeds a Processor from a durable JetStream pull consumer with
@@ -144,6 +151,10 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	cfg.PullHeartbeat = cmp.Or(cfg.PullHeartbeat, min(PullHeartbeatDefault, cfg.PullExpiry/2))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Processor != nil {
+		// The jobs stream refuses what the Processor would refuse anyway.
+		cfg.MaxJobBytes = cmp.Or(cfg.MaxJobBytes, cfg.Processor.MaxJobSize())
 	}
 	var errs []error
 	if cfg.JetStream == nil {
@@ -181,40 +192,16 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	return &Runner{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
-// Setup creates or updates the three streams and the durable consumer.
+// Setup creates or updates the three streams and the durable consumer, or
+// only verifies them (StreamsManage); see Topology in streams.go.
 func (r *Runner) Setup(ctx context.Context) (jetstream.Consumer, error) {
-	c := r.cfg
-	streams := []jetstream.StreamConfig{
-		// A job larger than the worker accepts is refused at publish time,
-		// so the producer learns at once and no job is stranded.
-		{Name: c.JobsStream, Subjects: []string{c.Subjects.Jobs()}, Retention: jetstream.WorkQueuePolicy, MaxAge: c.JobsMaxAge,
-			MaxMsgSize: int32(c.Processor.MaxJobSize())}, //nolint:gosec // at most MaxJobSizeLimit
-		{Name: c.EventsStream, Subjects: c.Subjects.Events(), MaxAge: c.EventsMaxAge},
-		{Name: c.DeadLettersStream, Subjects: []string{c.Subjects.DeadLetters()}, MaxAge: c.DeadLettersMaxAge},
-		r.advisoryStream(),
-	}
-	for _, s := range streams {
-		s.Storage, s.Replicas, s.Duplicates = c.Storage, c.Replicas, c.DuplicateWindow
-		if _, err := c.JetStream.CreateOrUpdateStream(ctx, s); err != nil {
-			return nil, fmt.Errorf("pipeline: stream %s: %w", s.Name, err)
-		}
-	}
-	cons, err := c.JetStream.CreateOrUpdateConsumer(ctx, c.JobsStream, jetstream.ConsumerConfig{
-		Durable:       c.Consumer,
-		Description:   "order workers: combine order creation jobs",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
-		MaxDeliver:    c.Processor.MaxDeliver(),
-		MaxAckPending: c.MaxAckPending,
-		BackOff:       c.BackOff,
-		FilterSubject: c.Subjects.Jobs(),
-		Replicas:      c.Replicas,
-	})
+	mode := cmp.Or(r.cfg.StreamsManage, StreamsCreate)
+	cons, err := r.topology().Ensure(ctx, r.cfg.JetStream, mode)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: consumer %s: %w", c.Consumer, err)
+		return nil, err
 	}
-	if _, err := c.JetStream.CreateOrUpdateConsumer(ctx, r.advisoryStreamName(), r.advisoryConsumer()); err != nil {
-		return nil, fmt.Errorf("pipeline: consumer %s: %w", r.advisoryConsumer().Durable, err)
+	if err := r.ensureAdvisories(ctx, mode); err != nil {
+		return nil, err
 	}
 	return cons, nil
 }

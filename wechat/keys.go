@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -113,7 +114,31 @@ func ParsePrivateKey(pemBytes []byte) (PrivateKey, error) {
 	return PrivateKey{key: k}, nil
 }
 
-// LoadPrivateKey reads a PEM private key file.
+// CheckSecretFile refuses a secret file (a merchant private key, an APIv3
+// key) that anyone on the machine could read or replace: a file readable or
+// writable by others (mode 0644, 0666…), or one in a directory others may
+// write without the sticky bit (0777), where anyone could swap the key.
+// Owner and group access is allowed: Kubernetes mounts Secrets with
+// defaultMode 0440 and fsGroup, in a sticky 1777 volume root. The error
+// names the file and its mode, never its content.
+func CheckSecretFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("wechat: secret file: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o006 != 0 {
+		return fmt.Errorf("wechat: secret file %s has mode %04o: others may read or change it; chmod o-rwx (0600 or 0440)", path, perm)
+	}
+	dir := filepath.Dir(path)
+	if dst, err := os.Stat(dir); err == nil && dst.Mode().Perm()&0o002 != 0 && dst.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("wechat: secret file %s is in directory %s with mode %04o: anyone may replace it; chmod o-w", path, dir, dst.Mode().Perm())
+	}
+	return nil
+}
+
+// LoadPrivateKey reads a PEM private key file. The services check it with
+// CheckSecretFile first; the library does not, so tests and tools can read
+// keys from a checkout.
 func LoadPrivateKey(path string) (PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -117,7 +117,7 @@ func personal(v any) string {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
-			if s, isString := val.(string); isString && personalKeys[k] && s != "REDACTED" {
+			if s, isString := val.(string); isString && isPersonalKey(k) && s != "REDACTED" {
 				return s
 			}
 			if s := personal(val); s != "" {

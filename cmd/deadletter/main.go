@@ -1,10 +1,19 @@
-// Command deadletter lists, inspects and replays the jobs in the dead-letter
-// stream (events.StreamDeadLetters).
+// Command deadletter lists, inspects, replays and deletes the jobs in the
+// dead-letter stream (events.StreamDeadLetters), and pauses and resumes
+// consumption.
 //
-//	deadletter list    [--reason R] [--mchid M] [--since 24h|RFC3339] [--limit N] [--json]
+//	deadletter list    [--reason R] [--mchid M] [--since 24h|RFC3339] [--limit N] [--json] [--every-entry]
 //	deadletter inspect [--reveal-personal-data] SEQ
 //	deadletter replay  (--seq N | --reason R | --mchid M | --since T | --all)
 //	                   [--rate 10] [--dry-run] [--keep] [--force]
+//	deadletter delete  (--seq N | --reason R | --mchid M | --since T | --all) [--dry-run]
+//	deadletter pause   --reason TEXT [--consumer orderworker]
+//	deadletter resume  [--consumer orderworker]
+//	deadletter status  [--consumer orderworker]
+//
+// list shows one line per order: the repeats of one order (dead-lettered
+// again after a replay, or published twice beyond the duplicate window) are
+// collapsed into its newest entry with their count and sequences.
 //
 // Replay republishes each entry's original job bytes and headers to its
 // original job subject, at most --rate per second, with Nats-Msg-Id
@@ -13,27 +22,30 @@
 // the entry (unless --keep). Without --force it replays only reasons that
 // can succeed unchanged: max_deliveries and rejected.
 //
-// Connection settings come from the same environment as the worker's
-// (NATS_URL, NATS_CREDS_FILE, NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE,
-// NATS_TLS_KEY_FILE, SUBJECT_PREFIX), or from flags. In Kubernetes:
+// pause sets the switch every worker of the consumer watches
+// (pipeline.Pause): each drains its jobs in flight and pulls nothing until
+// resume, whatever scales the Deployment.
 //
-//	kubectl exec deploy/worker -- /usr/local/bin/deadletter list
+// Connection settings come from the same variable names as the worker's
+// (NATS_URL, NATS_CREDS_FILE, NATS_NKEY_FILE, NATS_TLS_CA_FILE,
+// NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE, SUBJECT_PREFIX), or from flags; use
+// the dead-letter tool's own NATS user (docs/operations.md#nats-users-and-permissions).
 //
 // Exit status: 0 on success, 1 when something failed, 2 on a usage error.
 package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +56,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	envconfig "github.com/wxcombine/orderworker/internal/config"
 )
 
 // version is set by the linker (-X main.version).
@@ -63,6 +76,11 @@ commands:
   inspect   show one dead letter in full: deadletter inspect SEQ
   replay    republish dead-lettered jobs to their job subjects
             (--seq N | --reason R | --mchid M | --since T | --all) [--rate 10] [--dry-run] [--keep] [--force]
+  delete    delete dead letters that were dealt with
+            (--seq N | --reason R | --mchid M | --since T | --all) [--dry-run]
+  pause     pause consumption on every worker of a consumer: --reason TEXT
+  resume    resume consumption
+  status    show whether consumption is paused
 
 Run "deadletter <command> -h" for the flags of a command.
 `
@@ -83,6 +101,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runInspect(ctx, rest, getenv, stdout, stderr)
 	case "replay":
 		err = runReplay(ctx, rest, getenv, stdout, stderr)
+	case "delete":
+		err = runDelete(ctx, rest, getenv, stdout, stderr)
+	case "pause", "resume", "status":
+		err = runPause(ctx, cmd, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 	case "help", "-h", "--help":
@@ -104,14 +126,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // conn holds the connection flags shared by every command.
 type conn struct {
-	url, creds, tlsCA, tlsCert, tlsKey string
-	prefix, stream, jobsStream         string
-	timeout                            time.Duration
+	url, creds, nkey, inbox    string
+	tlsCA, tlsCert, tlsKey     string
+	prefix, stream, jobsStream string
+	timeout                    time.Duration
 }
 
 func (c *conn) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.url, "nats-url", or(getenv("NATS_URL"), nats.DefaultURL), "NATS server URLs, comma-separated (env NATS_URL)")
 	fs.StringVar(&c.creds, "nats-creds", getenv("NATS_CREDS_FILE"), "NATS user credentials file (env NATS_CREDS_FILE)")
+	fs.StringVar(&c.nkey, "nats-nkey", getenv("NATS_NKEY_FILE"), "NATS user nkey seed file (env NATS_NKEY_FILE)")
+	fs.StringVar(&c.inbox, "nats-inbox-prefix", "_INBOX_deadletter", "prefix of the tool's reply subjects (its NATS user may subscribe to these only)")
 	fs.StringVar(&c.tlsCA, "nats-tls-ca", getenv("NATS_TLS_CA_FILE"), "CA bundle that verifies the NATS servers (env NATS_TLS_CA_FILE)")
 	fs.StringVar(&c.tlsCert, "nats-tls-cert", getenv("NATS_TLS_CERT_FILE"), "client certificate for NATS (env NATS_TLS_CERT_FILE)")
 	fs.StringVar(&c.tlsKey, "nats-tls-key", getenv("NATS_TLS_KEY_FILE"), "client key for NATS (env NATS_TLS_KEY_FILE)")
@@ -129,20 +154,14 @@ func or(a, b string) string {
 }
 
 // open connects and answers the tool and a function that closes the
-// connection.
+// connection. Unlike the services, it fails at once when NATS is down.
 func (c *conn) open() (*Tool, func(), error) {
-	opts := []nats.Option{nats.Name("orderworker-deadletter " + version), nats.MaxReconnects(3)}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, nil, errors.New("NATS TLS: give both the client certificate and its key, or neither")
 	}
-	if c.tlsCA != "" || c.tlsCert != "" {
-		cfg, err := c.tlsConfig()
-		if err != nil {
-			return nil, nil, err
-		}
-		opts = append(opts, nats.Secure(cfg))
-	}
-	nc, err := nats.Connect(c.url, opts...)
+	n := envconfig.NATS{URL: c.url, CredsFile: c.creds, NkeyFile: c.nkey, InboxPrefix: c.inbox, CAFile: c.tlsCA, CertFile: c.tlsCert, KeyFile: c.tlsKey}
+	nc, err := n.Connect("orderworker-deadletter "+version, slog.New(slog.DiscardHandler),
+		nats.RetryOnFailedConnect(false), nats.MaxReconnects(3))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -153,32 +172,6 @@ func (c *conn) open() (*Tool, func(), error) {
 	}
 	t := &Tool{JS: js, Stream: c.stream, JobsStream: c.jobsStream, Subjects: events.Subjects{Prefix: c.prefix}}
 	return t, func() { _ = nc.Drain() }, nil
-}
-
-func (c *conn) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.tlsCA != "" {
-		pem, err := os.ReadFile(c.tlsCA)
-		if err != nil {
-			return nil, fmt.Errorf("NATS TLS CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("NATS TLS CA %s: no PEM certificate", c.tlsCA)
-		}
-		cfg.RootCAs = pool
-	}
-	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return nil, errors.New("NATS TLS: give both the client certificate and its key, or neither")
-	}
-	if c.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("NATS TLS client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // filterFlags registers the selection flags.
@@ -265,6 +258,7 @@ func runList(ctx context.Context, args []string, getenv func(string) string, std
 	ff.register(fs)
 	limit := fs.Int("limit", 0, "stop after this many entries (0: no limit)")
 	asJSON := fs.Bool("json", false, "one JSON object per line instead of a table")
+	every := fs.Bool("every-entry", false, "one line per entry instead of one per order")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -281,7 +275,7 @@ func runList(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer closeConn()
-	return list(ctx, t, f, *asJSON, stdout)
+	return list(ctx, t, f, *asJSON, !*every, stdout)
 }
 
 // listLine is one entry of list --json: everything but the job's bytes.
@@ -295,43 +289,77 @@ type listLine struct {
 	OriginalSubject   string        `json:"original_subject"`
 	DeliveryCount     uint64        `json:"delivery_count"`
 	Error             string        `json:"error"`
+	// Count and Seqs are the entries of this order (one without collapsing).
+	Count int      `json:"count"`
+	Seqs  []uint64 `json:"seqs"`
 }
 
-func list(ctx context.Context, t *Tool, f Filter, asJSON bool, w io.Writer) error {
+// list prints the entries f selects; with collapse, one line per order
+// (the newest entry, with the count and sequences of all).
+func list(ctx context.Context, t *Tool, f Filter, asJSON, collapse bool, w io.Writer) error {
+	var groups []Group
+	var err error
+	if collapse {
+		groups, err = t.Groups(ctx, f)
+	} else {
+		err = t.Scan(ctx, f, func(e Entry) error {
+			groups = append(groups, Group{Latest: e, Seqs: []uint64{e.Seq}})
+			return nil
+		})
+	}
+	if err != nil {
+		return err
+	}
 	enc := json.NewEncoder(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if !asJSON {
-		fmt.Fprintln(tw, "SEQ\tSTORED\tREASON\tCOMBINE_MCHID\tCOMBINE_OUT_TRADE_NO\tDELIVERIES\tSUBJECT\tERROR")
+		fmt.Fprintln(tw, "SEQ\tSTORED\tREASON\tCOMBINE_MCHID\tCOMBINE_OUT_TRADE_NO\tDELIVERIES\tREPEATS\tSUBJECT\tERROR")
 	}
-	n := 0
-	err := t.Scan(ctx, f, func(e Entry) error {
-		n++
+	entries := 0
+	for _, g := range groups {
+		e := g.Latest
+		entries += len(g.Seqs)
 		l := listLine{
 			Seq: e.Seq, Stored: e.Stored.UTC(), Reason: e.Letter.Reason,
 			CombineMchID: e.Letter.CombineMchID, CombineOutTradeNo: e.Letter.CombineOutTradeNo,
 			CorrelationID: e.Letter.CorrelationID, OriginalSubject: e.Letter.OriginalSubject,
-			DeliveryCount: e.Letter.DeliveryCount, Error: e.Letter.Error,
+			DeliveryCount: e.Letter.DeliveryCount, Error: redactText(e.Letter.Error), Count: len(g.Seqs), Seqs: g.Seqs,
 		}
 		if e.DecodeErr != nil {
 			l.Error = e.DecodeErr.Error()
 		}
 		if asJSON {
-			return enc.Encode(l)
+			if err := enc.Encode(l); err != nil {
+				return err
+			}
+			continue
 		}
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Seq, l.Stored.Format(time.RFC3339),
-			dash(string(l.Reason)), dash(l.CombineMchID), dash(l.CombineOutTradeNo), l.DeliveryCount,
-			dash(l.OriginalSubject), oneLine(l.Error, 80))
-		return err
-	})
-	if !asJSON {
-		if ferr := tw.Flush(); err == nil {
-			err = ferr
+		repeats := "-"
+		if len(g.Seqs) > 1 {
+			repeats = fmt.Sprintf("%d (seq %s)", len(g.Seqs), joinSeqs(g.Seqs))
 		}
-		if err == nil {
-			fmt.Fprintf(w, "%d dead letters\n", n)
+		if _, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.Format(time.RFC3339),
+			dash(string(l.Reason)), dash(l.CombineMchID), dash(l.CombineOutTradeNo), l.DeliveryCount, repeats,
+			dash(l.OriginalSubject), oneLine(l.Error, 80)); err != nil {
+			return err
 		}
 	}
+	if asJSON {
+		return nil
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%d dead letters, %d orders\n", entries, len(groups))
 	return err
+}
+
+func joinSeqs(seqs []uint64) string {
+	s := make([]string, len(seqs))
+	for i, q := range seqs {
+		s[i] = strconv.FormatUint(q, 10)
+	}
+	return strings.Join(s, ",")
 }
 
 func dash(s string) string {
@@ -396,7 +424,9 @@ type inspection struct {
 	// JSON, else JobBase64 holds its bytes.
 	Job       json.RawMessage `json:"job,omitempty"`
 	JobBase64 string          `json:"job_base64,omitempty"`
-	JobBytes  int             `json:"job_bytes"`
+	// JobRedacted says JobBase64 holds the job with its openids replaced.
+	JobRedacted bool `json:"job_redacted,omitempty"`
+	JobBytes    int  `json:"job_bytes"`
 }
 
 func inspect(ctx context.Context, t *Tool, seq uint64, reveal bool, w io.Writer) error {
@@ -415,11 +445,19 @@ func inspect(ctx context.Context, t *Tool, seq uint64, reveal bool, w io.Writer)
 	if e.DecodeErr != nil {
 		out.DecodeError = e.DecodeErr.Error()
 	}
+	if !reveal {
+		out.Error = redactText(out.Error)
+	}
 	if len(l.OriginalData) > 0 {
 		if job, ok := redactJSON(l.OriginalData, reveal); ok {
 			out.Job = job
-		} else {
+		} else if reveal {
 			out.JobBase64 = base64.StdEncoding.EncodeToString(l.OriginalData)
+		} else {
+			// Not JSON: its bytes still may hold openids, which base64 would
+			// only hide from a reader, not from a log.
+			out.JobBase64 = base64.StdEncoding.EncodeToString([]byte(redactText(string(l.OriginalData))))
+			out.JobRedacted = true
 		}
 	}
 	enc := json.NewEncoder(w)
@@ -427,8 +465,12 @@ func inspect(ctx context.Context, t *Tool, seq uint64, reveal bool, w io.Writer)
 	return enc.Encode(out)
 }
 
-// personalKeys are JSON keys whose values are personal data.
-var personalKeys = map[string]bool{"openid": true, "sub_openid": true, "payer_openid": true}
+// isPersonalKey reports whether a JSON key holds personal data: any key
+// naming an openid, in any spelling (openid, sub_openid, payer_openid,
+// OpenID, openId…).
+func isPersonalKey(k string) bool {
+	return strings.Contains(strings.ToLower(strings.ReplaceAll(k, "_", "")), "openid")
+}
 
 // redactJSON answers data with every personal value replaced by "REDACTED"
 // (or unchanged when reveal), and whether data is JSON at all.
@@ -451,7 +493,7 @@ func redact(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
-			if _, isString := val.(string); isString && personalKeys[k] {
+			if isPersonalKey(k) {
 				x[k] = "REDACTED"
 				continue
 			}
@@ -461,8 +503,26 @@ func redact(v any) any {
 		for i := range x {
 			x[i] = redact(x[i])
 		}
+	case string:
+		return redactText(x)
 	}
 	return v
+}
+
+// personalPair matches a key naming an openid and its string value in text
+// that is not valid JSON (a truncated or mangled job): "openid":"o…",
+// OpenID = o…, open_id: o….
+var personalPair = regexp.MustCompile(`(?i)("?[a-z_]*open_?id"?\s*[:=]\s*"?)([^"\s,}&]+)`)
+
+// openIDShape matches a bare WeChat openid: 28 characters of base64url
+// starting with "o".
+var openIDShape = regexp.MustCompile(`\bo[A-Za-z0-9_-]{27}\b`)
+
+// redactText replaces openids in free text: values of keys naming an
+// openid and anything shaped like one.
+func redactText(s string) string {
+	s = personalPair.ReplaceAllString(s, "${1}REDACTED")
+	return openIDShape.ReplaceAllString(s, "REDACTED")
 }
 
 func runReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

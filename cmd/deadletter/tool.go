@@ -392,3 +392,76 @@ func firstOf(vs []string) string {
 	}
 	return vs[0]
 }
+
+// DeleteOptions selects the dead letters Delete removes.
+type DeleteOptions struct {
+	// Filter selects the entries. Delete refuses a zero Filter unless All
+	// is set.
+	Filter Filter
+	// All confirms that a zero Filter means every entry.
+	All bool
+	// DryRun reports what would be deleted and deletes nothing.
+	DryRun bool
+}
+
+// Delete removes the selected dead letters from the stream — the
+// acknowledgement of an entry an operator has dealt with (replayed by
+// other means, or not worth replaying). It calls report for every selected
+// entry with whether it was deleted (false on a dry run) and answers the
+// first error that stopped it.
+func (t *Tool) Delete(ctx context.Context, opts DeleteOptions, report func(e Entry, deleted bool)) error {
+	if opts.Filter == (Filter{}) && !opts.All {
+		return errors.New("delete: select entries with a sequence, a filter, or all")
+	}
+	s, err := t.JS.Stream(ctx, t.stream())
+	if err != nil {
+		return fmt.Errorf("dead-letter stream %s: %w", t.stream(), err)
+	}
+	return t.Scan(ctx, opts.Filter, func(e Entry) error {
+		if opts.DryRun {
+			report(e, false)
+			return nil
+		}
+		if err := s.DeleteMsg(ctx, e.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("delete dead letter %d: %w", e.Seq, err)
+		}
+		report(e, true)
+		return nil
+	})
+}
+
+// Group is the dead letters of one order: a job dead-lettered again after a
+// replay, or published twice beyond the duplicate window, appears once.
+type Group struct {
+	// Latest is the newest entry; Seqs every entry's sequence, oldest first.
+	Latest Entry
+	Seqs   []uint64
+}
+
+// orderKey answers the identity entries are grouped by: the order when the
+// dead letter names one, else the entry itself.
+func orderKey(e Entry) string {
+	if e.Letter.CombineMchID != "" && e.Letter.CombineOutTradeNo != "" {
+		return e.Letter.CombineMchID + "\x00" + e.Letter.CombineOutTradeNo
+	}
+	return "seq\x00" + strconv.FormatUint(e.Seq, 10)
+}
+
+// Groups answers the entries f selects, one Group per order, in the order
+// of each order's first entry.
+func (t *Tool) Groups(ctx context.Context, f Filter) ([]Group, error) {
+	var out []Group
+	index := map[string]int{}
+	err := t.Scan(ctx, f, func(e Entry) error {
+		k := orderKey(e)
+		if i, ok := index[k]; ok {
+			out[i].Latest = e
+			out[i].Seqs = append(out[i].Seqs, e.Seq)
+			return nil
+		}
+		index[k] = len(out)
+		out = append(out, Group{Latest: e, Seqs: []uint64{e.Seq}})
+		return nil
+	})
+	return out, err
+}

@@ -138,10 +138,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		backend = "Redis at " + getenv("REDIS_ADDRS")
 	}
 	say("building and starting embedded NATS JetStream, wechatsim, %d worker(s) and the notifier (idempotency: %s) …", o.workers, backend)
+	prog := &progress{w: stdout, last: time.Now()}
+	beat, stopBeat := context.WithCancel(ctx)
+	go prog.heartbeat(beat, 10*time.Second, func(d time.Duration) string { // Owned by run: ends with stopBeat.
+		if o.binDir == "" {
+			return fmt.Sprintf("still building and starting (%s; the first build compiles every dependency, a minute or two)", d)
+		}
+		return fmt.Sprintf("still starting (%s)", d)
+	})
 	st, err := stack.Start(ctx, stack.Config{
 		BinDir: o.binDir, RedisAddrs: getenv("REDIS_ADDRS"), Flavour: flavour,
-		Workers: o.workers, WorkerEnv: workerEnv, SimArgs: simArgs, Logger: log,
+		Workers: o.workers, WorkerEnv: workerEnv, SimArgs: simArgs, Logger: slog.New(handler{p: prog, next: log.Handler()}),
 	})
+	stopBeat()
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		say("FAIL could not start: %v", firstLine(err))
@@ -177,6 +186,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Seed:               o.seed,
 		Wait:               40 * time.Second,
 		Logger:             log,
+		ProgressFunc:       prog.run,
+		ProgressInterval:   5 * time.Second,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)

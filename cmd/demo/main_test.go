@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wxcombine/orderworker/internal/testenv"
+	"github.com/wxcombine/orderworker/loadgen"
 )
 
 // lastLine matches the demo's closing summary line.
@@ -71,5 +75,28 @@ func TestParseFlags(t *testing.T) {
 		if (err != nil) != tt.wantErr {
 			t.Errorf("parseFlags(%q) = %v, want error %v", tt.args, err, tt.wantErr)
 		}
+	}
+}
+
+// TestProgress: the stack's steps become progress lines, a silent wait gets
+// a heartbeat, and warnings still reach the log.
+func TestProgress(t *testing.T) {
+	var out, logs bytes.Buffer
+	p := &progress{w: &out, last: time.Now()}
+	log := slog.New(handler{p: p, next: slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})})
+	log.Info("built worker, notifier and wechatsim", slog.Duration("took", 83*time.Second), slog.String("dir", "/tmp/x"))
+	log.Warn("stop", slog.String("error", "boom"))
+	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	defer cancel()
+	p.heartbeat(ctx, 100*time.Millisecond, func(d time.Duration) string { return "still building" })
+	p.run(loadgen.Progress{Elapsed: 5 * time.Second, Publishing: true, Orders: 40, Outcomes: 12})
+	got := out.String()
+	for _, want := range []string{"demo:   built worker, notifier and wechatsim (took 1m23s)", "demo:   still building", "publishing: 40 orders, 12 outcomes"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "boom") || !strings.Contains(logs.String(), "boom") {
+		t.Errorf("a warning went to progress instead of the log: progress %q, log %q", got, logs.String())
 	}
 }

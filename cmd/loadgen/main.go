@@ -84,7 +84,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.IntVar(&o.maxCreates, "max-creates", 0, "flag orders the simulator created more often (1 with faults off); 0 = no check")
 	fs.DurationVar(&o.wait, "wait", loadgen.WaitDefault, "how long to wait for outcomes after the last publish")
 	fs.DurationVar(&o.streamWait, "stream-wait", loadgen.StreamWaitDefault, "how long to wait for the streams a worker creates")
-	fs.StringVar(&o.reportPath, "report", "loadgen-report.json", "JSON report `file`; empty for none")
+	fs.StringVar(&o.reportPath, "report", loadgen.ReportPathDefault(), "JSON report `file`; empty for none")
 	fs.StringVar(&o.runID, "run-id", "", "order-number prefix, letters and digits (default random)")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the choices (default random, printed)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line: auto (when stdout is a terminal), on or off")

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +105,19 @@ func TestRun_ExitCodes(t *testing.T) {
 				t.Errorf("run(%q) = %d, want %d; stderr: %s", tt.args, got, tt.want, errOut.String())
 			}
 		})
+	}
+}
+
+// TestReportPathDefault: without -report the report goes outside the
+// working directory (a checkout of the repository).
+func TestReportPathDefault(t *testing.T) {
+	o, err := parseFlags([]string{"-nats-url", "nats://127.0.0.1:1", "-mchid", "1", "-appid", "wx1"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	abs, _ := filepath.Abs(o.reportPath)
+	if o.reportPath == "" || strings.HasPrefix(abs, wd) || strings.HasPrefix(abs, filepath.Dir(filepath.Dir(wd))) {
+		t.Errorf("default report path %q lies in the working directory or the repository", o.reportPath)
 	}
 }

@@ -1,49 +1,85 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/wxcombine/orderworker/events"
+	envconfig "github.com/wxcombine/orderworker/internal/config"
 	"github.com/wxcombine/orderworker/notifier"
 	"github.com/wxcombine/orderworker/wechat"
 )
 
-// Defaults of the settings below.
+// Defaults of the settings below. The listen addresses are loopback only:
+// the manifests set HTTP_ADDR=:8080 and ADMIN_ADDR=:8082 where the ingress,
+// the kubelet and Prometheus must reach them.
 const (
-	NATSURLDefault       = "nats://127.0.0.1:4222"
 	MerchantDirDefault   = "/etc/orderworker/merchants"
-	HTTPAddrDefault      = ":8080"
-	AdminAddrDefault     = ":8082"
+	HTTPAddrDefault      = "127.0.0.1:8080"
+	AdminAddrDefault     = "127.0.0.1:8082"
 	ShutdownGraceDefault = 20 * time.Second
 )
+
+// setting is one configuration variable: its environment name, its default
+// and what it means. internal/config reads them, with the loader the worker
+// uses.
+type setting struct {
+	env, def, usage string
+}
+
+// settings lists every variable the notifier reads.
+var settings = []setting{
+	{"NATS_URL", envconfig.NATSURLDefault, "NATS server URLs, comma-separated"},
+	{"NATS_CREDS_FILE", "", "NATS credentials file (JWT + NKey seed) of the notifier's own NATS user"},
+	{"NATS_NKEY_FILE", "", "NATS user nkey seed file of the notifier's own NATS user (instead of NATS_CREDS_FILE)"},
+	{"NATS_INBOX_PREFIX", "_INBOX_notifier", "prefix of the notifier's reply subjects, which its NATS permissions let it subscribe to"},
+	{"NATS_TLS_CA_FILE", "", "PEM CA file that signs the NATS servers' certificates"},
+	{"NATS_TLS_CERT_FILE", "", "PEM client certificate for NATS mutual TLS (with NATS_TLS_KEY_FILE)"},
+	{"NATS_TLS_KEY_FILE", "", "PEM client key for NATS mutual TLS"},
+	{"SUBJECT_PREFIX", events.SubjectPrefixDefault, "first token(s) of every subject"},
+	{"EVENTS_STREAM", events.StreamEvents, "stream the payment events must land in"},
+	{"WECHAT_MERCHANTS", "", "combine_mchid list, comma-separated (required)"},
+	{"WECHAT_MERCHANT_DIR", MerchantDirDefault, "directory with one sub-directory of credential files per merchant"},
+	{"HTTP_ADDR", HTTPAddrDefault, "address of the notification endpoint"},
+	{"TLS_CERT_FILE", "", "serve HTTPS with this certificate (with TLS_KEY_FILE)"},
+	{"TLS_KEY_FILE", "", "key of TLS_CERT_FILE"},
+	{"ADMIN_ADDR", AdminAddrDefault, "address of /healthz, /readyz and /metrics"},
+	{"NOTIFY_MAX_BODY_BYTES", "", "largest notification body (default 65536)"},
+	{"NOTIFY_BODY_TIMEOUT", "", "time a sender gets to deliver the whole body (default 2s)"},
+	{"NOTIFY_PUBLISH_TIMEOUT", "", "wait for JetStream's acknowledgement (default 4s)"},
+	{"NOTIFY_MAX_CONCURRENT_REQUESTS", "", "complete bodies waiting for verification at once (default 256)"},
+	{"NOTIFY_MAX_CONCURRENT_VERIFICATIONS", "", "RSA verifications and decryptions at once (default 4 x cores)"},
+	{"NOTIFY_SLOT_WAIT", "", "wait for a place before answering 503 (default 400ms)"},
+	{"NOTIFY_PUBLISH_OPENID", "false", "copy the payer's openid into events"},
+	{"SHUTDOWN_GRACE", "20s", "time requests in flight get to finish after SIGTERM"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+}
+
+// shared answers the settings in internal/config's form.
+func shared(list []setting) []envconfig.Setting {
+	out := make([]envconfig.Setting, len(list))
+	for i, s := range list {
+		out[i] = envconfig.Setting{Env: s.env, Def: s.def, Usage: s.usage}
+	}
+	return out
+}
 
 // Config is the notifier's configuration, read from the environment by
 // loadConfig. The settings it shares with cmd/worker (NATS_*,
 // SUBJECT_PREFIX, WECHAT_MERCHANTS, WECHAT_MERCHANT_DIR and its file layout,
 // ADMIN_ADDR, SHUTDOWN_GRACE, LOG_LEVEL) have the same names and meaning.
 type Config struct {
-	// NATSURL lists the NATS servers, comma-separated (NATS_URL). Defaults
-	// to NATSURLDefault.
-	NATSURL string
-	// NATSCredsFile is a NATS credentials file (NATS_CREDS_FILE). Defaults
-	// to none.
-	NATSCredsFile string
-	// NATSTLSCAFile, NATSTLSCertFile and NATSTLSKeyFile configure TLS to NATS
-	// (NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE). Default to
-	// none.
-	NATSTLSCAFile, NATSTLSCertFile, NATSTLSKeyFile string
+	// NATS is how to reach NATS (NATS_URL, NATS_CREDS_FILE, NATS_NKEY_FILE,
+	// NATS_INBOX_PREFIX, NATS_TLS_*), read as the worker reads it.
+	NATS envconfig.NATS
+	// EventsStream is the stream payment events must land in
+	// (EVENTS_STREAM). Defaults to events.StreamEvents.
+	EventsStream string
 	// SubjectPrefix is the first token(s) of every subject (SUBJECT_PREFIX).
 	// Defaults to events.SubjectPrefixDefault ("combine").
 	SubjectPrefix string
@@ -69,6 +105,9 @@ type Config struct {
 	// MaxBodyBytes caps a notification body (NOTIFY_MAX_BODY_BYTES).
 	// Defaults to notifier.MaxBodySizeDefault (64 KiB).
 	MaxBodyBytes int64
+	// BodyTimeout bounds the read of one body (NOTIFY_BODY_TIMEOUT).
+	// Defaults to notifier.BodyTimeoutDefault (2s); at most 4s.
+	BodyTimeout time.Duration
 	// PublishTimeout bounds the wait for JetStream (NOTIFY_PUBLISH_TIMEOUT).
 	// Defaults to notifier.PublishTimeoutDefault (4s); at most 4.5s.
 	PublishTimeout time.Duration
@@ -99,122 +138,48 @@ type Config struct {
 // missing or invalid setting in one error, one per line, and never quotes a
 // secret.
 func loadConfig(getenv func(string) string) (Config, error) {
-	get := func(k, def string) string { return or(strings.TrimSpace(getenv(k)), def) }
+	l := &envconfig.Loader{Settings: shared(settings), Getenv: getenv}
 	c := Config{
-		NATSURL:         get("NATS_URL", NATSURLDefault),
-		NATSCredsFile:   get("NATS_CREDS_FILE", ""),
-		NATSTLSCAFile:   get("NATS_TLS_CA_FILE", ""),
-		NATSTLSCertFile: get("NATS_TLS_CERT_FILE", ""),
-		NATSTLSKeyFile:  get("NATS_TLS_KEY_FILE", ""),
-		SubjectPrefix:   get("SUBJECT_PREFIX", events.SubjectPrefixDefault),
-		MerchantDir:     get("WECHAT_MERCHANT_DIR", MerchantDirDefault),
-		HTTPAddr:        get("HTTP_ADDR", HTTPAddrDefault),
-		TLSCertFile:     get("TLS_CERT_FILE", ""),
-		TLSKeyFile:      get("TLS_KEY_FILE", ""),
-		AdminAddr:       get("ADMIN_ADDR", AdminAddrDefault),
-		ShutdownGrace:   ShutdownGraceDefault,
+		NATS:                       envconfig.LoadNATS(l),
+		EventsStream:               l.Str("EVENTS_STREAM"),
+		SubjectPrefix:              l.Str("SUBJECT_PREFIX"),
+		MerchantDir:                l.Str("WECHAT_MERCHANT_DIR"),
+		HTTPAddr:                   l.Str("HTTP_ADDR"),
+		TLSCertFile:                l.File("TLS_CERT_FILE"),
+		TLSKeyFile:                 l.File("TLS_KEY_FILE"),
+		AdminAddr:                  l.Str("ADMIN_ADDR"),
+		MaxBodyBytes:               int64(l.Integer("NOTIFY_MAX_BODY_BYTES", 1<<10, 1<<20)),
+		BodyTimeout:                l.DurationIn("NOTIFY_BODY_TIMEOUT", time.Millisecond, 4*time.Second, " (WeChat Pay waits 5s for the answer)"),
+		PublishTimeout:             l.DurationIn("NOTIFY_PUBLISH_TIMEOUT", time.Millisecond, 4500*time.Millisecond, " (WeChat Pay waits 5s for the answer)"),
+		MaxConcurrentRequests:      l.Integer("NOTIFY_MAX_CONCURRENT_REQUESTS", 1, 100_000),
+		MaxConcurrentVerifications: l.Integer("NOTIFY_MAX_CONCURRENT_VERIFICATIONS", 1, 10_000),
+		SlotWait:                   l.DurationIn("NOTIFY_SLOT_WAIT", time.Millisecond, time.Second, " (WeChat Pay waits 5s for the answer)"),
+		PublishOpenID:              l.Boolean("NOTIFY_PUBLISH_OPENID"),
+		ShutdownGrace:              l.Duration("SHUTDOWN_GRACE"),
 	}
-	var errs []string
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, name+": "+fmt.Sprintf(format, args...))
-	}
-	for _, id := range strings.Split(getenv("WECHAT_MERCHANTS"), ",") {
-		switch id = strings.TrimSpace(id); {
-		case id == "":
-		case !allDigits(id):
-			bad("WECHAT_MERCHANTS", "%q is not a merchant number", id)
-		case slices.Contains(c.MchIDs, id):
-			bad("WECHAT_MERCHANTS", "lists %s twice", id)
-		default:
-			c.MchIDs = append(c.MchIDs, id)
+	for _, id := range l.List("WECHAT_MERCHANTS") {
+		if !allDigits(id) {
+			l.Fail("WECHAT_MERCHANTS", "%q is not a merchant number", id)
+			continue
 		}
+		c.MchIDs = append(c.MchIDs, id)
 	}
 	if len(c.MchIDs) == 0 && strings.TrimSpace(getenv("WECHAT_MERCHANTS")) == "" {
-		bad("WECHAT_MERCHANTS", "is required: the combine_mchid list, such as 1900000109,1900000110")
-	}
-	for k, v := range map[string]string{
-		"NATS_CREDS_FILE": c.NATSCredsFile, "NATS_TLS_CA_FILE": c.NATSTLSCAFile, "NATS_TLS_CERT_FILE": c.NATSTLSCertFile,
-		"NATS_TLS_KEY_FILE": c.NATSTLSKeyFile, "TLS_CERT_FILE": c.TLSCertFile, "TLS_KEY_FILE": c.TLSKeyFile,
-	} {
-		if _, err := os.Stat(v); v != "" && err != nil {
-			bad(k, "file %s cannot be read", v)
-		}
+		l.Fail("WECHAT_MERCHANTS", "is required: the combine_mchid list, such as 1900000109,1900000110")
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("TLS_CERT_FILE", "and TLS_KEY_FILE must be set together")
-	}
-	if (c.NATSTLSCertFile == "") != (c.NATSTLSKeyFile == "") {
-		bad("NATS_TLS_CERT_FILE", "and NATS_TLS_KEY_FILE must be set together")
+		l.Fail("TLS_CERT_FILE", "and TLS_KEY_FILE must be set together")
 	}
 	if strings.ContainsAny(c.SubjectPrefix, " \t*>") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
-		bad("SUBJECT_PREFIX", "%q is not a subject prefix", c.SubjectPrefix)
+		l.Fail("SUBJECT_PREFIX", "%q is not a subject prefix", c.SubjectPrefix)
 	}
-	if v := get("NOTIFY_MAX_BODY_BYTES", ""); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1<<10 || n > 1<<20 {
-			bad("NOTIFY_MAX_BODY_BYTES", "%q is not an integer from 1024 to 1048576", v)
-		}
-		c.MaxBodyBytes = n
+	if lv := l.Str("LOG_LEVEL"); c.LogLevel.UnmarshalText([]byte(lv)) != nil {
+		l.Fail("LOG_LEVEL", "%q is not debug, info, warn or error", lv)
 	}
-	if v := get("NOTIFY_PUBLISH_TIMEOUT", ""); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 || d > 4500*time.Millisecond {
-			bad("NOTIFY_PUBLISH_TIMEOUT", "%q is not a duration from 1ms to 4.5s (WeChat Pay waits 5s for the answer)", v)
-		}
-		c.PublishTimeout = d
-	}
-	if v := get("NOTIFY_MAX_CONCURRENT_VERIFICATIONS", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 10_000 {
-			bad("NOTIFY_MAX_CONCURRENT_VERIFICATIONS", "%q is not an integer from 1 to 10000", v)
-		}
-		c.MaxConcurrentVerifications = n
-	}
-	if v := get("NOTIFY_MAX_CONCURRENT_REQUESTS", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100_000 {
-			bad("NOTIFY_MAX_CONCURRENT_REQUESTS", "%q is not an integer from 1 to 100000", v)
-		}
-		c.MaxConcurrentRequests = n
-	}
-	if v := get("NOTIFY_SLOT_WAIT", ""); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 || d > time.Second {
-			bad("NOTIFY_SLOT_WAIT", "%q is not a duration from 1ms to 1s (WeChat Pay waits 5s for the answer)", v)
-		}
-		c.SlotWait = d
-	}
-	if v := get("NOTIFY_PUBLISH_OPENID", ""); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			bad("NOTIFY_PUBLISH_OPENID", "%q is not true or false", v)
-		}
-		c.PublishOpenID = b
-	}
-	if v := get("SHUTDOWN_GRACE", ""); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			bad("SHUTDOWN_GRACE", "%q is not a positive duration such as 20s", v)
-		}
-		c.ShutdownGrace = d
-	}
-	if v := get("LOG_LEVEL", ""); v != "" {
-		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			bad("LOG_LEVEL", "%q is not debug, info, warn or error", v)
-		}
-	}
-	if len(errs) > 0 {
-		slices.Sort(errs)
-		return Config{}, fmt.Errorf("configuration: %d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
+	if err := l.Err(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func allDigits(s string) bool {
@@ -273,6 +238,9 @@ func loadMerchant(dir, mchID string) (*wechat.Merchant, error) {
 	if err != nil {
 		return nil, fail("APIv3 key: %w", err)
 	}
+	if err := wechat.CheckSecretFile(filepath.Join(dir, fileAPIv3Key)); err != nil {
+		return nil, fail("%w", err) // refused: a key others can read is a key to rotate
+	}
 	m := &wechat.Merchant{
 		MchID:    mchID,
 		APIv3Key: wechat.APIv3Key(strings.TrimSpace(string(raw))),
@@ -314,50 +282,12 @@ func loadMerchant(dir, mchID string) (*wechat.Merchant, error) {
 	return m, nil
 }
 
-// natsOptions answers the connection options: a name, reconnection forever
-// and no reconnect buffer, so that a publish while disconnected fails at once
-// (answered 500, WeChat Pay retries) instead of being stored after its
-// answer was already sent.
-func natsOptions(c Config, version string) ([]nats.Option, error) {
-	opts := []nats.Option{
-		nats.Name("orderworker-notifier " + version),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.ReconnectBufSize(-1),
-		nats.RetryOnFailedConnect(true),
-	}
-	if c.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.NATSCredsFile))
-	}
-	if c.NATSTLSCAFile != "" || c.NATSTLSCertFile != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.NATSTLSCAFile != "" {
-			pem, err := os.ReadFile(c.NATSTLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("NATS_TLS_CA_FILE: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("NATS_TLS_CA_FILE %s: no PEM certificate", c.NATSTLSCAFile)
-			}
-			cfg.RootCAs = pool
-		}
-		if c.NATSTLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.NATSTLSCertFile, c.NATSTLSKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("NATS_TLS_CERT_FILE: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
-		}
-		opts = append(opts, nats.Secure(cfg))
-	}
-	return opts, nil
-}
-
 // handlerConfig maps c onto the handler's configuration.
 func (c Config) handlerConfig() notifier.Config {
 	return notifier.Config{
 		Subjects:                   events.Subjects{Prefix: c.SubjectPrefix},
+		Stream:                     c.EventsStream,
+		BodyTimeout:                c.BodyTimeout,
 		MaxBodySize:                c.MaxBodyBytes,
 		PublishTimeout:             c.PublishTimeout,
 		MaxConcurrentRequests:      c.MaxConcurrentRequests,

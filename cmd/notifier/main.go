@@ -22,14 +22,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/wxcombine/orderworker/events"
+	envconfig "github.com/wxcombine/orderworker/internal/config"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/notifier"
 )
@@ -50,16 +49,6 @@ func main() {
 	}
 }
 
-// Timeouts of the public server. ReadTimeout covers headers and body: a
-// genuine notification is a few KiB sent at once.
-const (
-	readHeaderTimeout = 2 * time.Second
-	readTimeout       = 5 * time.Second
-	writeTimeout      = 10 * time.Second
-	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 16 << 10
-)
-
 // run serves until ctx is done, then stops gracefully. Logs go to stdout as
 // JSON.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -67,26 +56,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := envconfig.NewLogger(stdout, cfg.LogLevel)
 	merchants, err := loadMerchants(cfg)
 	if err != nil {
 		return err
 	}
 
-	opts, err := natsOptions(cfg, version)
+	// The first connection is retried like every reconnection: the
+	// notifier starts while NATS is down and stays unready until it answers.
+	nc, err := cfg.NATS.Connect("orderworker-notifier "+version, logger)
 	if err != nil {
 		return err
-	}
-	opts = append(opts,
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			logger.Warn("nats disconnected", slog.Any("error", err))
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			logger.Info("nats reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
-		}))
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
-	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -107,16 +87,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	public := &http.Server{
-		Addr: cfg.HTTPAddr, Handler: h, ErrorLog: errLog,
-		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
-		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
-	}
+	public := notifier.NewServer(cfg.HTTPAddr, h, errLog)
 	admin := &http.Server{
-		Addr: cfg.AdminAddr, ErrorLog: errLog, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
+		Addr: cfg.AdminAddr, ErrorLog: errLog, ReadHeaderTimeout: notifier.ReadHeaderTimeout, IdleTimeout: notifier.IdleTimeout,
 		Handler: notifier.AdminHandler(notifier.AdminConfig{
 			Gatherer: reg,
-			Ready:    notifier.StreamReady(nc, js, events.StreamEvents),
+			Ready:    notifier.StreamReady(nc, js, cfg.EventsStream),
 		}),
 	}
 	publicL, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -150,7 +126,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	logger.Info("notifier started",
 		slog.String("version", version), slog.String("http_addr", publicL.Addr().String()),
 		slog.String("admin_addr", adminL.Addr().String()), slog.Bool("tls", cfg.TLSCertFile != ""),
-		slog.Int("merchants", len(merchants)), slog.String("events_stream", events.StreamEvents))
+		slog.Int("merchants", len(merchants)), slog.String("events_stream", cfg.EventsStream))
 
 	var runErr error
 	pending := 2

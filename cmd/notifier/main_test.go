@@ -42,7 +42,7 @@ func TestLoadConfig(t *testing.T) {
 			name: "defaults",
 			env:  map[string]string{"WECHAT_MERCHANTS": "1900000109"},
 			check: func(t *testing.T, c Config) {
-				if c.NATSURL != nats.DefaultURL || c.HTTPAddr != ":8080" || c.AdminAddr != ":8082" ||
+				if c.NATS.URL != nats.DefaultURL || c.HTTPAddr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:8082" ||
 					c.SubjectPrefix != "combine" || c.MerchantDir != "/etc/orderworker/merchants" ||
 					c.ShutdownGrace != ShutdownGraceDefault || c.PublishOpenID || len(c.MchIDs) != 1 {
 					t.Errorf("loadConfig() = %+v, want the defaults", c)
@@ -61,7 +61,7 @@ func TestLoadConfig(t *testing.T) {
 				"NOTIFY_PUBLISH_OPENID": "true", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "debug",
 			},
 			check: func(t *testing.T, c Config) {
-				if strings.Join(c.MchIDs, ",") != "1900000109,1900000110" || c.NATSURL != "nats://a:4222,nats://b:4222" ||
+				if strings.Join(c.MchIDs, ",") != "1900000109,1900000110" || c.NATS.URL != "nats://a:4222,nats://b:4222" ||
 					c.SubjectPrefix != "shop.combine" || c.MerchantDir != "/m" || c.HTTPAddr != ":9000" || c.AdminAddr != ":9001" ||
 					c.TLSCertFile != "testdata/platform_cert.pem" || c.MaxBodyBytes != 32768 || c.PublishTimeout != 3*time.Second ||
 					c.MaxConcurrentVerifications != 16 || c.MaxConcurrentRequests != 64 || c.SlotWait != 250*time.Millisecond || !c.PublishOpenID || c.ShutdownGrace != 5*time.Second || c.LogLevel != -4 {
@@ -358,5 +358,18 @@ func TestRun_tls(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run() = %v, want nil after cancel", err)
+	}
+}
+
+// TestLoadMerchants_refusesReadableKey: an APIv3 key readable by everyone
+// stops the notifier at start.
+func TestLoadMerchants_refusesReadableKey(t *testing.T) {
+	dir := merchantDir(t, allFiles)
+	if err := os.Chmod(filepath.Join(dir, testMchID, "apiv3_key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadMerchants(Config{MchIDs: []string{testMchID}, MerchantDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "mode 0644") {
+		t.Errorf("loadMerchants with a 0644 APIv3 key = %v, want a refusal naming the mode", err)
 	}
 }

@@ -21,7 +21,7 @@ func TestStartAdmin_pprof(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ready := func(context.Context) error { return nil }
+			ready := func(context.Context) (string, error) { return "ready", nil }
 			a, err := startAdmin("127.0.0.1:0", tt.withPprof, prometheus.NewRegistry(), ready, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)

@@ -45,7 +45,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
+	envconfig "github.com/wxcombine/orderworker/internal/config"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/wechat"
@@ -87,7 +89,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := envconfig.NewLogger(stdout, cfg.LogLevel)
 	merchants, err := loadMerchants(cfg.MerchantFiles)
 	if err != nil {
 		return err
@@ -100,15 +102,83 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	nc, err := connectNATS(cfg, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reasons := make([]string, len(events.Reasons))
+	for i, r := range events.Reasons {
+		reasons[i] = string(r)
+	}
+	mchIDs := make([]string, len(merchants))
+	for i, mc := range merchants {
+		mchIDs[i] = mc.MchID
+	}
+	m := metrics.NewWorkerWith(reg, metrics.WorkerConfig{DeadLetterReasons: reasons, Merchants: mchIDs})
+	m.SetBuildInfo(version, commit)
+
+	// The admin server answers before NATS does: /healthz at once, /readyz
+	// 503 with the reason until the worker consumes.
+	var (
+		stopping atomic.Bool
+		state    atomic.Pointer[string] // why the worker is not ready yet; nil once it consumes
+		live     atomic.Pointer[readyDeps]
+	)
+	setState := func(s string) { state.Store(&s) }
+	setState("connecting to NATS")
+	admin, err := startAdmin(cfg.AdminAddr, cfg.PprofEnabled, reg, func(ctx context.Context) (string, error) {
+		if stopping.Load() {
+			return "", errors.New("shutting down")
+		}
+		if s := state.Load(); s != nil {
+			return "", errors.New(*s)
+		}
+		d := live.Load()
+		if !d.nc.IsConnected() {
+			return "", fmt.Errorf("nats: %s", d.nc.Status())
+		}
+		if err := d.store.Ping(ctx); err != nil {
+			return "", fmt.Errorf("idempotency store: %w", err)
+		}
+		if d.pause != nil && d.pause.Paused() {
+			return "paused", nil
+		}
+		return "ready", nil
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = admin.srv.Shutdown(sctx)
+	}()
+	go func() { // Owned by run: marks the worker unready as soon as shutdown begins.
+		<-ctx.Done()
+		stopping.Store(true)
+	}()
+
+	// The first connection is retried like every reconnection: a worker
+	// started while NATS is down or being upgraded waits, unready, instead
+	// of exiting into CrashLoopBackOff.
+	nc, err := cfg.NATS.Connect("orderworker "+version, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	if err := envconfig.WaitConnected(ctx, nc); err != nil {
+		if ctx.Err() != nil {
+			log.Info("worker exited before NATS answered")
+			return nil
+		}
+		return err
+	}
+	if err := checkServer(nc, cfg.Backend); err != nil {
+		return err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	setState("opening the idempotency store")
 	store, closeStore, err := openStore(ctx, cfg, js)
 	if err != nil {
 		return err
@@ -122,13 +192,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			slog.Duration("outcome_ttl", cfg.OutcomeTTL), slog.Duration("jobs_max_age", cfg.JobsMaxAge))
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.NewWorker(reg)
-	m.SetBuildInfo(version, commit)
-
 	proc, err := pipeline.New(pipeline.Config{
-		Payer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
+		Payer: meteredPayer{Payer: client, m: m}, Signer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
 		Metrics: m, Logger: log,
@@ -138,6 +203,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	runner, err := pipeline.NewRunner(pipeline.RunnerConfig{
 		JetStream: js, Processor: proc, Subjects: cfg.Subjects, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
+		JobsStream: cfg.JobsStream, EventsStream: cfg.EventsStream, DeadLettersStream: cfg.DeadLettersStream,
+		StreamsManage: cfg.StreamsManage, MaxJobBytes: cfg.MaxJobBytes,
 		Storage: cfg.Storage, JobsMaxAge: cfg.JobsMaxAge, EventsMaxAge: cfg.EventsMaxAge, DeadLettersMaxAge: cfg.DeadLettersMaxAge,
 		DuplicateWindow: cfg.DuplicateWindow, AckWait: cfg.AckWait, BackOff: cfg.ConsumerBackOff, MaxAckPending: cfg.MaxAckPending,
 		InFlight: cfg.InFlight, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
@@ -146,34 +213,38 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	var stopping atomic.Bool
-	admin, err := startAdmin(cfg.AdminAddr, cfg.PprofEnabled, reg, func(ctx context.Context) error {
-		switch {
-		case stopping.Load():
-			return errors.New("shutting down")
-		case !nc.IsConnected():
-			return fmt.Errorf("nats: %s", nc.Status())
-		}
-		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("idempotency store: %w", err)
-		}
-		return nil
-	}, log)
+	setState("reading the pause switch")
+	pause, err := pipeline.NewPause(ctx, pipeline.PauseConfig{
+		JetStream: js, Bucket: cfg.PauseBucket, Stream: cfg.JobsStream, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
+		OnChange: func(st pipeline.PauseState) {
+			m.Paused(st.Paused)
+			if st.Paused {
+				log.Warn("consumption paused by an operator", slog.String("reason", st.Reason), slog.String("by", st.By), slog.Time("at", st.At))
+			} else {
+				log.Info("consumption running")
+			}
+		},
+	})
 	if err != nil {
 		return err
 	}
-	go func() { // Owned by run: marks the worker unready as soon as shutdown begins.
-		<-ctx.Done()
-		stopping.Store(true)
-	}()
+	defer pause.Stop()
+	// Ready only once the streams and the consumer are in place (created
+	// or verified, STREAMS_MANAGE); Run repeats the cheap check.
+	setState("setting up the streams and the consumer")
+	if _, err := runner.Setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	live.Store(&readyDeps{nc: nc, store: store, pause: pause})
+	state.Store(nil)
 
 	log.InfoContext(ctx, "worker starting", slog.String("version", version), slog.String("flavour", string(cfg.Flavour)),
 		slog.Int("merchants", len(merchants)), slog.String("admin_addr", admin.addr), slog.String("backend", cfg.Backend))
-	runErr := runner.Run(ctx)
+	runErr := consume(ctx, runner, pause, log)
 
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = admin.srv.Shutdown(sctx)
 	if err := nc.Drain(); err != nil {
 		log.Warn("nats drain", slog.Any("error", err))
 	}
@@ -202,32 +273,68 @@ func loadMerchants(files []wechat.MerchantFiles) ([]*wechat.Merchant, error) {
 	return ms, nil
 }
 
-func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name("orderworker"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", slog.Any("error", err))
+// consume runs the runner until ctx ends, stopping it while an operator
+// pauses consumption: a pause drains the runner as a SIGTERM would (the
+// jobs in flight finish within SHUTDOWN_GRACE, nothing new is pulled), and
+// the resume starts it again. The runner's own loop will call pause.Wait
+// before each pull; until then this is where the pause takes effect.
+func consume(ctx context.Context, runner *pipeline.Runner, pause *pipeline.Pause, log *slog.Logger) error {
+	for {
+		_ = pause.Wait(ctx) // fails only when ctx ends: stopped while paused
+		select {
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		pausing := pause.Pausing()
+		go func() { // Owned by consume: ends when this run does.
+			select {
+			case <-pausing:
+				log.Info("draining for the pause")
+				cancel()
+			case <-runCtx.Done():
 			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
+		}()
+		err := runner.Run(runCtx)
+		if runCtx.Err() != nil {
+			err = nil // paused or stopping, perhaps during setup: not a failure
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
-	if cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
+}
+
+// The oldest nats-server the worker works with, and why.
+const (
+	// serverVersionMin: the runner terminates dead-lettered jobs with
+	// TermWithReason ("+TERM <reason>"), which servers before 2.10.4 do not
+	// parse as a termination; consumer BackOff, pull heartbeats and
+	// stream metadata are older.
+	serverVersionMin = "2.10.4"
+	serverNeeds      = "TermWithReason"
+	// kvServerVersionMin: the JetStream KV idempotency store gives each
+	// record its own TTL (per-message TTL: KeyTTL, LimitMarkerTTL,
+	// PurgeTTL), new in 2.11.0.
+	kvServerVersionMin = "2.11.0"
+	kvServerNeeds      = "per-message TTL of the KV idempotency store"
+)
+
+// checkServer refuses a NATS server older than what the worker relies on.
+func checkServer(nc *nats.Conn, backend string) error {
+	if backend == "kv" {
+		return envconfig.CheckServerVersion(nc, kvServerVersionMin, kvServerNeeds)
 	}
-	if cfg.NATSCAFile != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSCAFile))
-	}
-	if cfg.NATSCertFile != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATSCertFile, cfg.NATSKeyFile))
-	}
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("nats: connect: %w", err)
-	}
-	return nc, nil
+	return envconfig.CheckServerVersion(nc, serverVersionMin, serverNeeds)
+}
+
+// readyDeps are what /readyz checks once the worker is connected.
+type readyDeps struct {
+	nc    *nats.Conn
+	store idempotency.Store
+	pause *pipeline.Pause
 }
 
 func openStore(ctx context.Context, cfg config, js jetstream.JetStream) (idempotency.Store, func(), error) {
@@ -285,8 +392,11 @@ type adminServer struct {
 	addr string
 }
 
-// startAdmin serves /healthz, /readyz and /metrics on addr.
-func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*adminServer, error) {
+// startAdmin serves /healthz, /readyz and /metrics on addr. ready answers
+// the readiness body ("ready", or "paused" while an operator paused
+// consumption: the worker is healthy and must not page anyone), or why the
+// worker is not ready (503).
+func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready func(context.Context) (string, error), log *slog.Logger) (*adminServer, error) {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -301,11 +411,12 @@ func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready fun
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := ready(ctx); err != nil {
+		status, err := ready(ctx)
+		if err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, status+"\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	l, err := net.Listen("tcp", addr)

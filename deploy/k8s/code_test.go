@@ -437,8 +437,8 @@ func TestLoadCommand(t *testing.T) {
 		cmd  string
 		want map[string]string // subset of env with defaults
 	}{
-		{"worker", map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "ADMIN_ADDR": ":8081", "WECHAT_MERCHANT_DIR": "/etc/orderworker/merchants", "WECHAT_MERCHANTS": ""}},
-		{"notifier", map[string]string{"NATS_URL": "", "HTTP_ADDR": ":8080", "ADMIN_ADDR": ":8082", "WECHAT_MERCHANT_DIR": ""}},
+		{"worker", map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "ADMIN_ADDR": "127.0.0.1:8081", "WECHAT_MERCHANT_DIR": "/etc/orderworker/merchants", "WECHAT_MERCHANTS": ""}},
+		{"notifier", map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "HTTP_ADDR": "127.0.0.1:8080", "ADMIN_ADDR": "127.0.0.1:8082", "WECHAT_MERCHANT_DIR": "/etc/orderworker/merchants"}},
 		{"deadletter", map[string]string{"NATS_URL": "", "SUBJECT_PREFIX": ""}},
 	}
 	for _, tt := range tests {

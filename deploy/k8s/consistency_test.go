@@ -214,6 +214,12 @@ func checkPorts(t *testing.T, p *podOf) {
 		if want := port(t, addr); got != want {
 			t.Errorf("%s: container port %s = %d, want %d (%s=%s)", p.where(), name, got, want, env, addr)
 		}
+		// The code's defaults listen on loopback only; in a pod the kubelet,
+		// Prometheus and the Service need every interface, so the manifest
+		// must say so.
+		if host, _, _ := strings.Cut(addr, ":"); host == "127.0.0.1" || host == "localhost" || host == "[::1]" {
+			t.Errorf("%s: %s=%s listens on loopback only; probes and scrapes cannot reach it", p.where(), env, addr)
+		}
 	}
 	for _, a := range p.c.Args {
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
@@ -903,14 +909,20 @@ func (r *recorder) Unregister(prometheus.Collector) bool { return false }
 var selectorRe = regexp.MustCompile(`\b((?:orderworker|jetstream)_[a-z0-9_]+)(\{[^}]*\})?`)
 var matcherRe = regexp.MustCompile(`([a-z_]+)\s*(=~|!=|!~|=)\s*"([^"]*)"`)
 
+// labelValues maps metric → label → every value the code exports for it.
+type labelValues map[string]map[string]map[string]bool
+
 // checkExpr checks a PromQL expression's product metrics: each exists, its
 // label names are the metric's, and each = or =~ value is one the code
-// emits (a constant of the metrics package); the NATS exporter's consumer
-// metrics name the worker's stream and consumer.
-func checkExpr(t *testing.T, where, expr string, known map[string][]string, values map[string]bool, consumer string) {
+// exports for that very metric and label (values); the NATS exporter's
+// consumer metrics name the worker's stream and consumer and keep only the
+// consumer leader's series (is_consumer_leader="true": every replica
+// reports the consumer, so a sum over all of them over-counts on a cluster).
+func checkExpr(t *testing.T, where, expr string, known map[string][]string, values labelValues, consumer string) {
 	for _, m := range selectorRe.FindAllStringSubmatch(expr, -1) {
 		name := m[1]
 		if strings.HasPrefix(name, "jetstream_") {
+			leader := false
 			for _, mm := range matcherRe.FindAllStringSubmatch(m[2], -1) {
 				switch mm[1] {
 				case "stream_name":
@@ -921,7 +933,12 @@ func checkExpr(t *testing.T, where, expr string, known map[string][]string, valu
 					if consumer != "" && mm[3] != consumer {
 						t.Errorf("%s: consumer_name %q, want the worker's %s", where, mm[3], consumer)
 					}
+				case "is_consumer_leader":
+					leader = mm[2] == "=" && mm[3] == "true"
 				}
+			}
+			if strings.HasPrefix(name, "jetstream_consumer_") && !leader {
+				t.Errorf("%s: %s%s does not select is_consumer_leader=\"true\"", where, name, m[2])
 			}
 			continue
 		}
@@ -943,26 +960,65 @@ func checkExpr(t *testing.T, where, expr string, known map[string][]string, valu
 				t.Errorf("%s: %s has no label %s (it has %v)", where, base, label, labels)
 				continue
 			}
-			if op != "=" && op != "=~" || label == "le" || label == "namespace" || label == "job" {
+			if label == "le" || label == "namespace" || label == "job" {
+				continue
+			}
+			emitted := values[base][label]
+			if len(emitted) == 0 && (op == "!=" || op == "!~") {
+				continue // excluding a value of an open set (WeChat codes) selects what remains
+			}
+			if len(emitted) == 0 {
+				t.Errorf("%s: %s{%s%s%q}: the code pre-initialises no value of %s, so the matcher cannot be checked", where, base, label, op, val, label)
 				continue
 			}
 			for alt := range strings.SplitSeq(val, "|") {
-				if !values[alt] {
-					t.Errorf("%s: %s{%s=%q}: %q is not a value package metrics emits", where, base, label, val, alt)
+				if !emitted[alt] {
+					t.Errorf("%s: %s{%s%s%q}: %q is not a value the code exports for %s (it exports %v)", where, base, label, op, val, alt, label, keys(emitted))
 				}
 			}
 		}
 	}
 }
 
-func metricValues(t *testing.T) map[string]bool {
-	r := newResolver(t)
-	out := map[string]bool{}
-	for _, v := range r.pkgConsts(modulePath + "/metrics") {
-		out[v] = true
+// metricValues answers every label value the services export, read from a
+// live registry: the collectors as cmd/worker and cmd/notifier build them
+// (dead-letter reasons from events.Reasons, a merchant), gathered before
+// anything happened. Because every fixed label set is pre-initialised, this
+// is the set the code emits, not a copied list.
+func metricValues(t *testing.T) labelValues {
+	t.Helper()
+	reasons := make([]string, len(events.Reasons))
+	for i, r := range events.Reasons {
+		reasons[i] = string(r)
 	}
-	for _, reason := range events.Reasons {
-		out[string(reason)] = true
+	wreg, nreg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	metrics.NewWorkerWith(wreg, metrics.WorkerConfig{DeadLetterReasons: reasons, Merchants: []string{"1900000109"}})
+	metrics.NewNotifier(nreg)
+	out := labelValues{}
+	for _, g := range []prometheus.Gatherer{wreg, nreg} {
+		mfs, err := g.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if out[mf.GetName()] == nil {
+						out[mf.GetName()] = map[string]map[string]bool{}
+					}
+					if out[mf.GetName()][lp.GetName()] == nil {
+						out[mf.GetName()][lp.GetName()] = map[string]bool{}
+					}
+					out[mf.GetName()][lp.GetName()][lp.GetValue()] = true
+				}
+			}
+		}
+	}
+	// What the notifier can answer must be what its metric exports.
+	for _, r := range notifier.Results {
+		if !out["orderworker_notifier_notifications_total"]["result"][string(r)] {
+			t.Errorf("notifier result %q is not pre-initialised in orderworker_notifier_notifications_total", r)
+		}
 	}
 	return out
 }
@@ -1007,6 +1063,29 @@ func TestAlerts(t *testing.T) {
 	}
 	if rendered == 0 {
 		t.Fatal("no overlay renders a PrometheusRule")
+	}
+	// Every failing notifier result and every shedding stage is watched by
+	// an alert: a result no rule names can never page anyone.
+	var exprs strings.Builder
+	for _, o := range overlays(t) {
+		for _, pr := range render(t, o).prometheusRules {
+			for _, g := range pr.Spec.Groups {
+				for _, r := range g.Rules {
+					exprs.WriteString(r.Expr)
+				}
+			}
+		}
+	}
+	for _, r := range notifier.Results {
+		if r == notifier.ResultOK || r == notifier.ResultDuplicate {
+			continue
+		}
+		if !regexp.MustCompile(`result=~?"[^"]*\b` + string(r) + `\b`).MatchString(exprs.String()) {
+			t.Errorf("no alert matches orderworker_notifier_notifications_total{result=%q}", r)
+		}
+	}
+	if !strings.Contains(exprs.String(), "orderworker_notifier_shed_total") {
+		t.Error("no alert watches orderworker_notifier_shed_total (load shedding)")
 	}
 }
 

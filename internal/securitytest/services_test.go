@@ -375,7 +375,7 @@ func driveBadConfigs(t *testing.T, s *setup, b map[string]string, redisAddr stri
 		runsFor time.Duration // 0: must exit with an error on its own
 	}{
 		{"worker-bad-key-files", "worker", append([]string{"WECHAT_MERCHANT_DIR=" + bad, "REDIS_ADDRS=" + redisAddr, "ADMIN_ADDR=" + freeAddr(t)}, common...), 0},
-		{"worker-nats-password", "worker", append([]string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "REDIS_ADDRS=" + redisAddr, "ADMIN_ADDR=" + freeAddr(t)}, common...), 0},
+		{"worker-nats-password", "worker", append([]string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "REDIS_ADDRS=" + redisAddr, "ADMIN_ADDR=" + freeAddr(t)}, common...), 3 * time.Second}, // retries NATS, as the notifier does
 		{"worker-wrong-redis-password", "worker", append([]string{"NATS_URL=nats://" + closed, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "REDIS_ADDRS=" + redisAddr, "REDIS_PASSWORD_FILE=" + pwFile, "ADMIN_ADDR=" + freeAddr(t)}, common...), 3 * time.Second},
 		{"worker-unknown-settings", "worker", []string{"WECHAT_FLAVOUR=nope", "REDIS_TLS=maybe", "ACK_WAIT=-1s", "REDIS_PASSWORD_FILE=" + pwFile}, 0},
 		{"notifier-bad-apiv3-key", "notifier", []string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANTS=" + s.mchID, "WECHAT_MERCHANT_DIR=" + bad, "HTTP_ADDR=" + freeAddr(t), "ADMIN_ADDR=" + freeAddr(t)}, 0},
