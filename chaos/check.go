@@ -608,6 +608,11 @@ func (c *checker) checkCreates(ev *Evidence, key loadgen.OrderKey, calls []Call)
 // warrant answers why cur, the create call after prev for the same order,
 // was allowed, or Unwarranted with the reason.
 func warrant(ev *Evidence, prev, cur Call) (string, string) {
+	if lostBetween(ev, prev, cur) {
+		// A store that forgot its claims cannot keep two workers apart,
+		// not even while one of them is still calling.
+		return WarrantRecordLost, ""
+	}
 	if cur.Start.Before(prev.End) {
 		return Unwarranted, fmt.Sprintf("overlaps the previous call by %s (%s)", prev.Instance, prev.End.Sub(cur.Start))
 	}
@@ -618,6 +623,10 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantFault, ""
 	case slices.Contains(operatorCodes, prev.Code):
 		return WarrantOperatorFix, ""
+	case prev.Status/100 != 2 && storeDownBetween(ev, prev.End, cur.Start):
+		// A number taken, closed or paid makes the worker ask WeChat Pay;
+		// a job held while the store was down starts over, create first.
+		return WarrantStoreOutage, ""
 	case prev.Status/100 != 2:
 		return Unwarranted, fmt.Sprintf("the previous call was answered %d %s, which is not retryable", prev.Status, prev.Code)
 	}
@@ -645,6 +654,28 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 	}
 	return Unwarranted, fmt.Sprintf("the previous call (by %s, ended %s) was answered %d %s and delivered, with no worker exit or store outage in between",
 		prev.Instance, prev.End.Format("15:04:05.000"), prev.Status, prev.Ref)
+}
+
+// lostBetween reports whether Redis came back empty after the claim of
+// prev may have been taken (up to a lease before it) and before cur.
+func lostBetween(ev *Evidence, prev, cur Call) bool {
+	for _, o := range ev.Outages {
+		if o.Server == "redis" && o.Wiped && o.Down.After(prev.Start.Add(-idempotency.LeaseDefault)) && o.Down.Before(cur.Start) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeDownBetween reports whether Redis was down at some time between
+// from and to.
+func storeDownBetween(ev *Evidence, from, to time.Time) bool {
+	for _, o := range ev.Outages {
+		if o.Server == "redis" && o.Down.Before(to) && o.Up.After(from) {
+			return true
+		}
+	}
+	return false
 }
 
 func minTime(a, b time.Time) time.Time {

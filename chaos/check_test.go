@@ -104,6 +104,24 @@ func TestCheck_creates(t *testing.T) {
 			Unwarranted, InvWarrantedCreates,
 		},
 		{
+			"overlapping calls after Redis came back empty",
+			func() *Evidence {
+				ev := created(call("w1", 0, 5, 0, "", false), call("w2", 4, 6, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(2), Up: at(3), Wiped: true}}
+				return ev
+			}(),
+			WarrantRecordLost, "",
+		},
+		{
+			"a create again after a 400 while the store was down (the held job starts over)",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w1", 20, 21, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "redis", Down: at(2), Up: at(15)}}
+				return ev
+			}(),
+			WarrantStoreOutage, "",
+		},
+		{
 			"redis down while storing the outcome",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))

@@ -37,9 +37,10 @@ const HeaderReplayedMsgID = "Replayed-Msg-Id"
 var ErrNotFound = errors.New("dead letter not found")
 
 // replayableByDefault are the reasons whose jobs can succeed unchanged once
-// the cause is fixed: an outage (max_deliveries) or a rejection caused by
-// configuration (rejected). Others need --force.
-var replayableByDefault = []events.Reason{events.ReasonMaxDeliveries, events.ReasonRejected}
+// the cause is fixed: an outage (max_deliveries), an error an operator fixed
+// (configuration: keys, serial, clock, product, binding), or a refusal
+// whose order the record answers (rejected). Others need --force.
+var replayableByDefault = []events.Reason{events.ReasonMaxDeliveries, events.ReasonConfiguration, events.ReasonRejected}
 
 // Tool reads the dead-letter stream and replays its entries to the job
 // subjects.
