@@ -70,6 +70,9 @@ func stateOf(o *wechat.CombineOrder) orderState {
 	}
 	switch n := len(o.SubOrders); n {
 	case paid:
+		if events.CheckPaid(o) != nil {
+			return stateMixed // SUCCESS, but amounts that are no payment
+		}
 		return statePaid
 	case open:
 		return stateNotPaid
