@@ -59,6 +59,24 @@ type Seen interface {
 	MarkSeen(ctx context.Context, kind SeenKind, key Key, ttl time.Duration) error
 }
 
+// CheckReplayProtection reports whether a payment reported again — a
+// notification re-sent up to NotifyHorizon later, or the
+// reconciler's query — is kept from being published twice: by a Seen
+// record (hasSeen) that lasts seenTTL, at least the horizon, or without
+// one by a duplicate window that long. Workers and the notifier refuse a
+// configuration this rejects.
+func CheckReplayProtection(hasSeen bool, seenTTL, duplicateWindow time.Duration) error {
+	switch {
+	case hasSeen && seenTTL < NotifyHorizon:
+		return fmt.Errorf("the payments-seen record lasts %s, shorter than WeChat Pay's notification horizon %s: a re-sent notification would publish a second payment",
+			seenTTL, NotifyHorizon)
+	case !hasSeen && duplicateWindow < NotifyHorizon:
+		return fmt.Errorf("without a payments-seen record, the duplicate window %s is shorter than WeChat Pay's notification horizon %s: a re-sent notification would publish a second payment",
+			duplicateWindow, NotifyHorizon)
+	}
+	return nil
+}
+
 // RedisSeen is the Redis backend of Seen: one key per order and kind,
 // "<prefix>:seen:<kind>:<mchid>:<out_trade_no>" (parts escaped), expiring
 // after the TTL.

@@ -23,9 +23,9 @@ import (
 // notifyPath is the notifier's path prefix (notifier.PathPrefix).
 const notifyPath = "/v3/notify/"
 
-// checkNotifyURLBase checks a NotifyURLBase: empty, or an absolute http(s)
+// CheckNotifyURLBase checks a NotifyURLBase: empty, or an absolute http(s)
 // URL without query or fragment.
-func checkNotifyURLBase(base string) error {
+func CheckNotifyURLBase(base string) error {
 	if base == "" {
 		return nil
 	}

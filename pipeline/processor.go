@@ -225,7 +225,7 @@ func New(cfg Config) (*Processor, error) {
 	}
 	cfg.SeenTTL = cmp.Or(cfg.SeenTTL, idempotency.SeenTTLDefault)
 	var errs []error
-	if err := checkNotifyURLBase(cfg.NotifyURLBase); err != nil {
+	if err := CheckNotifyURLBase(cfg.NotifyURLBase); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.Payer == nil {

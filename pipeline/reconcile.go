@@ -110,7 +110,8 @@ type ReconcileConfig struct {
 	// Publisher publishes events. Required.
 	Publisher Publisher
 	// Seen is the record of payments and closes published, shared with
-	// the notifier. Required.
+	// the notifier. Required unless DuplicateWindow covers
+	// idempotency.NotifyHorizon (see idempotency.CheckReplayProtection).
 	Seen idempotency.Seen
 	// SeenTTL is how long a Seen record lasts. Defaults to
 	// idempotency.SeenTTLDefault.
@@ -199,8 +200,7 @@ func NewReconciler(cfg ReconcileConfig) (*Reconciler, error) {
 		cfg.NowFunc = time.Now
 	}
 	var errs []error
-	for name, missing := range map[string]bool{"JetStream": cfg.JetStream == nil, "Payer": cfg.Payer == nil,
-		"Publisher": cfg.Publisher == nil, "Seen": cfg.Seen == nil} {
+	for name, missing := range map[string]bool{"JetStream": cfg.JetStream == nil, "Payer": cfg.Payer == nil, "Publisher": cfg.Publisher == nil} {
 		if missing {
 			errs = append(errs, fmt.Errorf("missing %s", name))
 		}
@@ -208,8 +208,8 @@ func NewReconciler(cfg ReconcileConfig) (*Reconciler, error) {
 	if err := CheckSchedule(cfg.Schedule); err != nil {
 		errs = append(errs, err)
 	}
-	if cfg.SeenTTL < idempotency.NotifyHorizon {
-		errs = append(errs, fmt.Errorf("SeenTTL %s is shorter than WeChat Pay's notification horizon %s", cfg.SeenTTL, idempotency.NotifyHorizon))
+	if err := idempotency.CheckReplayProtection(cfg.Seen != nil, cfg.SeenTTL, cfg.DuplicateWindow); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.InFlight < 1 {
 		errs = append(errs, fmt.Errorf("in-flight count %d must be at least 1", cfg.InFlight))
@@ -486,6 +486,9 @@ func (r *Reconciler) closeUnpaid(ctx context.Context, key idempotency.Key, order
 
 // settled reports whether the order's payment or close was published.
 func (r *Reconciler) settled(ctx context.Context, key idempotency.Key) (bool, error) {
+	if r.cfg.Seen == nil {
+		return false, nil
+	}
 	for _, k := range []idempotency.SeenKind{idempotency.SeenPayment, idempotency.SeenClosed} {
 		ok, err := r.cfg.Seen.Seen(ctx, k, key)
 		if err != nil || ok {

@@ -115,6 +115,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer closeStore()
 
+	seen, closeSeen, err := openSeen(ctx, cfg, js)
+	if err != nil {
+		return err
+	}
+	defer closeSeen()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.NewWorker(reg)
@@ -125,6 +131,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
 		Metrics: m, Logger: log,
+		Reconcile: cfg.Reconcile.Enabled, Seen: seen, SeenTTL: cfg.Reconcile.SeenTTL, NotifyURLBase: cfg.Reconcile.NotifyURLBase,
 	})
 	if err != nil {
 		return err
@@ -136,6 +143,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		InFlight: cfg.InFlight, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
 	})
 	if err != nil {
+		return err
+	}
+
+	reconciler, err := newReconciler(cfg, js, client, seen, pipeline.ReconcileConfig{
+		Metrics: metrics.NewReconcile(reg), Anomalies: metrics.NewPaymentAnomalies(reg), Logger: log.With(slog.String("component", "reconcile")),
+	})
+	if err != nil {
+		return err
+	}
+	// The reconcile stream exists before the first prepay asks for a check.
+	if err := reconciler.Setup(ctx); err != nil {
 		return err
 	}
 
@@ -162,7 +180,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	log.InfoContext(ctx, "worker starting", slog.String("version", version), slog.String("flavour", string(cfg.Flavour)),
 		slog.Int("merchants", len(merchants)), slog.String("admin_addr", admin.addr), slog.String("backend", cfg.Backend))
-	runErr := runner.Run(ctx)
+	reconcileErr := make(chan error, 1)
+	go func() { reconcileErr <- reconciler.Run(ctx) }() // Owned by run: ends when ctx ends; waited for below.
+	runErr := errors.Join(runner.Run(ctx), <-reconcileErr)
 
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
