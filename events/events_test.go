@@ -236,7 +236,7 @@ func TestEventJSON(t *testing.T) {
 		{"prepay failed", events.PrepayFailed{
 			Version: 1, TradeType: wechat.TradeTypeH5, CombineMchID: "1900000109", CombineOutTradeNo: "P4", Code: "ORDER_CLOSED", Message: "order closed",
 			RetryWithNewOrderNumber: true, HTTPStatus: 400, RequestID: "r1", Attempts: 1, CreatedAt: at,
-		}, `{"version":1,"trade_type":"h5","combine_mchid":"1900000109","combine_out_trade_no":"P4","code":"ORDER_CLOSED","message":"order closed","retry_with_new_order_number":true,"http_status":400,"request_id":"r1","attempts":1,"created_at":"2025-01-16T10:00:01Z"}`},
+		}, `{"version":1,"trade_type":"h5","combine_mchid":"1900000109","combine_out_trade_no":"P4","code":"ORDER_CLOSED","message":"order closed","retry_with_new_order_number":true,"final":false,"http_status":400,"request_id":"r1","attempts":1,"created_at":"2025-01-16T10:00:01Z"}`},
 		{"dead letter", events.DeadLetter{
 			Version: 1, Reason: events.ReasonMalformed, Error: "malformed job", OriginalSubject: "combine.orders.create.app",
 			OriginalHeaders: map[string][]string{"Nats-Msg-Id": {"x"}}, OriginalData: []byte("{oops"), StreamSequence: 7, DeliveryCount: 1,
