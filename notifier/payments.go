@@ -35,8 +35,8 @@ import (
 	"github.com/wxcombine/orderworker/wechat"
 )
 
-// ResultNotPaid: a verified notification whose transaction is not a
-// consistent payment; nothing published, answered 200.
+// ResultNotPaid is the result of a verified notification whose transaction is not a
+// consistent payment: nothing published, answered 200.
 const ResultNotPaid Result = "not_paid"
 
 // payments is the handler's publish path.

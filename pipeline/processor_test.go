@@ -315,7 +315,7 @@ func TestProcessor_Process(t *testing.T) {
 			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonRejected)}},
 		{name: "done republishes without a call", claim: &idempotency.Claim{State: idempotency.StateDone,
 			Outcome: []byte(`{"created":{"version":1,"trade_type":"jsapi","combine_appid":"wx","combine_mchid":"1900000109","combine_out_trade_no":"P00001","prepay_id":"wx-old","attempts":1,"created_at":"` +
-			time.Now().UTC().Format(time.RFC3339) + `"}}`)},
+				time.Now().UTC().Format(time.RFC3339) + `"}}`)},
 			wantSubjects: []string{events.SubjectPrepayCreated}},
 		{name: "done failure republishes the failure", claim: &idempotency.Claim{State: idempotency.StateDone,
 			Outcome: []byte(`{"failed":{"version":1,"combine_mchid":"1900000109","combine_out_trade_no":"P00001","code":"PARAM_ERROR","message":"x","retry_with_new_order_number":false,"attempts":1,"created_at":"2025-01-16T10:00:00Z"}}`)},

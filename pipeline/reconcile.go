@@ -278,7 +278,7 @@ func (r *Reconciler) Setup(ctx context.Context) error {
 func (r *Reconciler) Run(ctx context.Context) error {
 	if err := r.Setup(ctx); err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // stopped while starting
 		}
 		return err
 	}

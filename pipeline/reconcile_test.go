@@ -390,11 +390,11 @@ func TestPrepayExpiry(t *testing.T) {
 		job := newJob(wechat.TradeTypeJSAPI, no)
 		e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(t, job), "late-duplicate:"+no)
 	}
-	o := e.waitFor(60*time.Second, "an answer to every late duplicate", func(o outcomes) bool {
+	e.waitFor(60*time.Second, "an answer to every late duplicate", func(o outcomes) bool {
 		return len(o.created[fresh]) == 2 && len(o.payments[paid]) == 1 && len(o.closed[refused]) == 1 && len(o.failed[refused]) == 1
 	})
 	e.waitJobsEmpty()
-	o = e.read()
+	o := e.read()
 
 	old := first.created[fresh][0]
 	if got := o.created[fresh]; len(got) != 2 || got[1].PrepayID == old.PrepayID || got[1].PrepayID == "" || !got[1].ExpiresAt.After(clk.Now()) {
