@@ -109,6 +109,8 @@ type workerOpts struct {
 	now func() time.Time
 	// duplicateWindow is the streams' duplicate window. Defaults to 1m.
 	duplicateWindow time.Duration
+	// notifyURLBase is the processor's NotifyURLBase.
+	notifyURLBase string
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -134,7 +136,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 		}
 	}
 	proc, err := pipeline.New(pipeline.Config{
-		Reconcile: o.reconcile != nil && !o.reconcile.Disabled, Seen: seen, NowFunc: o.now,
+		Reconcile: o.reconcile != nil && !o.reconcile.Disabled, Seen: seen, NowFunc: o.now, NotifyURLBase: o.notifyURLBase,
 		Payer: cmp.Or[pipeline.Payer](o.payer, e.client), Signer: e.client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: e.flavour,
 		CallTimeout: 400 * time.Millisecond, Lease: 2 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Second},

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/notifier"
@@ -458,4 +460,45 @@ func TestNotifier_resentAfterThreeHours(t *testing.T) {
 	if got := n.answers(http.StatusNoContent); got != 1 {
 		t.Errorf("notifier stored %d events, want 1", got)
 	}
+}
+
+// With NotifyURLBase, a job without notify_url gets the notifier's, so its
+// payment notification arrives; a job naming another one is refused before
+// any WeChat Pay call.
+func TestNotifyURLBase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{}, func(c *wechatsim.Config) { c.NotifySpeedup = 1000 })
+	// The notifier's address is only known once it runs; the workers start after it.
+	n := e.startNotifierLate()
+	base := strings.TrimSuffix(n.url, notifier.PathPrefix+testMchID)
+	e.startWorker(workerOpts{notifyURLBase: base + "/", reconcile: &pipeline.ReconcileConfig{Disabled: true}})
+	filled := e.createOrders("NURL", 1, "", func(j *events.CreateOrderJob) { j.Request.NotifyURL = "" })[0]
+	if _, err := e.sim.Pay(t.Context(), testMchID, filled); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := newJob(wechat.TradeTypeJSAPI, "NURLX")
+	elsewhere.Request.NotifyURL = "https://elsewhere.example/notify"
+	e.publishJob(elsewhere)
+	o := e.waitFor(60*time.Second, "the payment via the filled notify_url and the refusal", func(o outcomes) bool {
+		return len(o.payments[filled]) == 1 && len(o.failed["NURLX"]) == 1
+	})
+	if p := o.payments[filled][0]; p.NotificationID == "" {
+		t.Error("payment without a notification id: the notification did not reach the notifier")
+	}
+	if f := o.failed["NURLX"][0]; f.Field != "/notify_url" || f.Code != events.CodeInvalidJob || f.Final || !strings.Contains(f.Message, n.url) {
+		t.Errorf("refusal = %+v, want INVALID_JOB at /notify_url naming %s, not final", f, n.url)
+	}
+	if calls := e.createCalls("NURLX"); calls != 0 {
+		t.Errorf("%d create calls for the refused job, want 0", calls)
+	}
+}
+
+// startNotifierLate starts the notifier before any worker: the events
+// stream does not exist yet, so it is created here as a worker would.
+func (e *env) startNotifierLate() *notifierFront {
+	e.t.Helper()
+	if _, err := e.js.CreateOrUpdateStream(e.t.Context(), jetstream.StreamConfig{Name: events.StreamEvents, Subjects: events.Subjects{}.Events()}); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.startNotifier(time.Now)
 }
