@@ -7,6 +7,10 @@
 // directory WECHAT_MERCHANT_DIR/<mchid>/ holds apiclient_key.pem, apiv3_key,
 // serial, and wechatpay_pub_key.pem + pub_key_id and/or platform_cert*.pem.
 //
+// Every worker also reconciles orders with WeChat Pay and serves close jobs
+// (see reconcile.go and package pipeline); RECONCILE_ENABLED=false turns
+// reconciliation off.
+//
 // The admin server on ADMIN_ADDR (default :8081) serves /healthz, /readyz
 // (NATS connected and the idempotency store reachable) and /metrics. On
 // SIGTERM or SIGINT the worker stops pulling, lets in-flight jobs finish
