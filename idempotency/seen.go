@@ -104,6 +104,21 @@ func (s *RedisSeen) key(kind SeenKind, key Key) string {
 	return s.prefix + ":seen:" + string(kind) + ":" + escape(key.MchID) + ":" + escape(key.OutTradeNo)
 }
 
+// OpenRedisSeen connects a client for cfg and answers a Seen record on it
+// (keys under prefix) with the function that closes the client.
+func OpenRedisSeen(cfg RedisClientConfig, prefix string) (*RedisSeen, func(), error) {
+	rc, err := NewRedisClient(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := NewRedisSeen(rc, prefix)
+	if err != nil {
+		_ = rc.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = rc.Close() }, nil
+}
+
 // Seen implements Seen.
 func (s *RedisSeen) Seen(ctx context.Context, kind SeenKind, key Key) (bool, error) {
 	if err := validateKey(key); err != nil {

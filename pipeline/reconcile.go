@@ -539,18 +539,8 @@ func (r *Reconciler) publishPayment(ctx context.Context, order *wechat.CombineOr
 // seen may be nil (no record: the stream's duplicate window alone).
 func publishPaymentOnce(ctx context.Context, pub Publisher, seen idempotency.Seen, ttl time.Duration, subjects events.Subjects, ev *events.PaymentSucceeded) error {
 	key := idempotency.Key{MchID: ev.CombineMchID, OutTradeNo: ev.CombineOutTradeNo}
-	if seen != nil {
-		if ok, err := seen.Seen(ctx, idempotency.SeenPayment, key); err != nil || ok {
-			return err
-		}
-	}
-	if err := publishJSON(ctx, pub, subjects.PaymentSucceeded(), events.PaymentSucceededMsgID(key.MchID, key.OutTradeNo), ev); err != nil {
-		return err
-	}
-	if seen == nil {
-		return nil
-	}
-	return seen.MarkSeen(ctx, idempotency.SeenPayment, key, ttl)
+	return publishOnce(ctx, pub, seen, ttl, idempotency.SeenPayment, key, true, subjects.PaymentSucceeded(),
+		events.PaymentSucceededMsgID(key.MchID, key.OutTradeNo), ev)
 }
 
 // publishClosed publishes the order's OrderClosed and records it; with
@@ -564,18 +554,26 @@ func (r *Reconciler) publishClosed(ctx context.Context, key idempotency.Key, cor
 
 func publishClosedOnce(ctx context.Context, pub Publisher, seen idempotency.Seen, ttl time.Duration, subjects events.Subjects, ev *events.OrderClosed, once bool) error {
 	key := idempotency.Key{MchID: ev.CombineMchID, OutTradeNo: ev.CombineOutTradeNo}
-	if once && seen != nil {
-		if ok, err := seen.Seen(ctx, idempotency.SeenClosed, key); err != nil || ok {
+	return publishOnce(ctx, pub, seen, ttl, idempotency.SeenClosed, key, once, subjects.OrderClosed(),
+		events.OrderClosedMsgID(key.MchID, key.OutTradeNo), ev)
+}
+
+// publishOnce publishes v on subject under id — unless check and seen
+// records kind for key — then records it. seen may be nil.
+func publishOnce(ctx context.Context, pub Publisher, seen idempotency.Seen, ttl time.Duration, kind idempotency.SeenKind, key idempotency.Key,
+	check bool, subject, id string, v any) error {
+	if check && seen != nil {
+		if ok, err := seen.Seen(ctx, kind, key); err != nil || ok {
 			return err
 		}
 	}
-	if err := publishJSON(ctx, pub, subjects.OrderClosed(), events.OrderClosedMsgID(key.MchID, key.OutTradeNo), ev); err != nil {
+	if err := publishJSON(ctx, pub, subject, id, v); err != nil {
 		return err
 	}
 	if seen == nil {
 		return nil
 	}
-	return seen.MarkSeen(ctx, idempotency.SeenClosed, key, ttl)
+	return seen.MarkSeen(ctx, kind, key, ttl)
 }
 
 // publishJSON publishes v on subject with Nats-Msg-Id id.

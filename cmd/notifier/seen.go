@@ -123,16 +123,7 @@ func loadSeenRedis(get func(k, def string) string, bad func(k, format string, ar
 func openSeen(c seenConfig, js jetstream.JetStream) (idempotency.Seen, func(), error) {
 	switch c.Backend {
 	case "redis":
-		rc, err := idempotency.NewRedisClient(c.Redis)
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := idempotency.NewRedisSeen(rc, c.RedisPrefix)
-		if err != nil {
-			_ = rc.Close()
-			return nil, nil, err
-		}
-		return s, func() { _ = rc.Close() }, nil
+		return idempotency.OpenRedisSeen(c.Redis, c.RedisPrefix)
 	case "kv":
 		return &lazyKVSeen{js: js, cfg: idempotency.SeenKVConfig{Bucket: c.KVBucket, TTL: c.TTL, Replicas: c.Replicas, Storage: c.Storage}}, func() {}, nil
 	}

@@ -91,16 +91,7 @@ func loadReconcile(l *loader, backend string, duplicateWindow time.Duration) rec
 func openSeen(ctx context.Context, cfg config, js jetstream.JetStream) (idempotency.Seen, func(), error) {
 	switch cfg.Reconcile.SeenBackend {
 	case "redis":
-		rc, err := idempotency.NewRedisClient(cfg.Redis)
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := idempotency.NewRedisSeen(rc, cfg.RedisPrefix)
-		if err != nil {
-			_ = rc.Close()
-			return nil, nil, err
-		}
-		return s, func() { _ = rc.Close() }, nil
+		return idempotency.OpenRedisSeen(cfg.Redis, cfg.RedisPrefix)
 	case "kv":
 		s, err := idempotency.NewKVSeen(ctx, js, idempotency.SeenKVConfig{Bucket: cfg.Reconcile.SeenKVBucket, TTL: cfg.Reconcile.SeenTTL,
 			Replicas: cfg.Replicas, Storage: cfg.Storage})
