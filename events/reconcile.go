@@ -121,6 +121,10 @@ const (
 	// expired, WeChat Pay would not give a new one, and the order was
 	// closed so that it can never be paid behind the checkout's back.
 	ClosedPrepayExpired = "prepay_expired"
+	// ClosedUnrecoverable: WeChat Pay kept failing until the delivery
+	// limit and its prepay_id could not be had, so the worker closed the
+	// order (the job's prepay.failed ORDER_CLOSED says so).
+	ClosedUnrecoverable = "unrecoverable"
 )
 
 // OrderClosed reports that a combine order is closed at WeChat Pay: it will
