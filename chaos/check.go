@@ -22,6 +22,7 @@ const (
 	InvWarrantedCreates = "creates_only_when_warranted"
 	InvCreateAccounting = "create_accounting_matches"
 	InvOnePayment       = "one_payment_per_paid_order"
+	InvOneClose         = "one_close_per_closed_order"
 	InvLoadgen          = "loadgen_checks"
 	InvNoUnexpectedExit = "no_unexpected_exits"
 	InvNoSecrets        = "no_secrets_in_logs"
@@ -78,6 +79,8 @@ type Evidence struct {
 	Outcomes    map[loadgen.OrderKey][]OutcomeEvent
 	DeadLetters map[loadgen.OrderKey][]events.Reason
 	Payments    map[loadgen.OrderKey][]string
+	// Closed counts the orders.closed events stored per order.
+	Closed map[loadgen.OrderKey]int
 	// UnkeyedDeadLetters counts dead letters naming no order.
 	UnkeyedDeadLetters int
 	// Sim is the simulator's view of each order it saw.
@@ -142,6 +145,10 @@ type CheckResult struct {
 	// payment events stored for the run's orders.
 	Paid          int `json:"paid"`
 	PaymentEvents int `json:"payment_events"`
+	// Closed counts orders the simulator holds as closed; CloseEvents the
+	// orders.closed events stored for the run's orders.
+	Closed      int `json:"closed"`
+	CloseEvents int `json:"close_events"`
 }
 
 // maxListed caps CheckResult.Violations; ViolationCounts counts them all.
@@ -177,6 +184,7 @@ func Check(ev *Evidence) *CheckResult {
 	for _, key := range ev.Keys {
 		c.checkOutcomes(ev, key)
 		c.checkPayments(ev, key)
+		c.checkClosed(ev, key)
 		c.checkCreates(ev, key, calls[key])
 	}
 	// Events and calls for orders this run never published.
@@ -213,6 +221,7 @@ func Check(ev *Evidence) *CheckResult {
 		cf.Calls, cf.Orders, cf.Repeated, joinCounts(cf.Repeats)))
 	inv(InvCreateAccounting, fmt.Sprintf("proxy saw %d create calls, the simulator counted %d", cf.Calls, cf.SimCalls))
 	inv(InvOnePayment, fmt.Sprintf("%d orders paid, %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvOneClose, fmt.Sprintf("%d orders closed, %d orders.closed events; none both paid and closed", res.Closed, res.CloseEvents))
 	return res
 }
 
@@ -301,6 +310,27 @@ func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
 		c.add(InvOnePayment, key, "paid order produced %d payment events (transactions %s)", len(txns), strings.Join(txns, ", "))
 	case !paid && len(txns) > 0:
 		c.add(InvOnePayment, key, "payment event for an order the simulator does not hold as paid")
+	}
+}
+
+// checkClosed: an order the simulator closed has exactly one orders.closed
+// event; any other order none; no order has both a payment and a close.
+func (c *checker) checkClosed(ev *Evidence, key loadgen.OrderKey) {
+	n := ev.Closed[key]
+	c.res.CloseEvents += n
+	info, ok := ev.Sim[key]
+	closed := ok && info.Order != nil && len(info.Order.SubOrders) > 0 && info.Order.SubOrders[0].TradeState == wechat.TradeStateClosed
+	if closed {
+		c.res.Closed++
+	}
+	switch {
+	case closed && n != 1:
+		c.add(InvOneClose, key, "closed order produced %d orders.closed events, want 1", n)
+	case !closed && n > 0:
+		c.add(InvOneClose, key, "orders.closed for an order the simulator does not hold as closed")
+	}
+	if n > 0 && len(ev.Payments[key]) > 0 {
+		c.add(InvOneClose, key, "order has both a payment and an orders.closed event")
 	}
 }
 

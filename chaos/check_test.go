@@ -123,6 +123,9 @@ func TestCheck_outcomes(t *testing.T) {
 	paid := wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: &wechat.CombineOrder{
 		SubOrders: []wechat.OrderSubOrder{{TradeState: wechat.TradeStateSuccess}},
 	}}
+	closedOrder := wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: &wechat.CombineOrder{
+		SubOrders: []wechat.OrderSubOrder{{TradeState: wechat.TradeStateClosed}},
+	}}
 	one := []Call{call("w1", 0, 1, 200, "wx1", true)}
 	tests := []struct {
 		name string
@@ -166,6 +169,19 @@ func TestCheck_outcomes(t *testing.T) {
 		{"payment event for an unpaid order", func(ev *Evidence) {
 			ev.Payments = map[loadgen.OrderKey][]string{keyA: {"tx1"}}
 		}, InvOnePayment},
+		{"closed with one orders.closed", func(ev *Evidence) {
+			ev.Sim[keyA] = closedOrder
+			ev.Closed = map[loadgen.OrderKey]int{keyA: 1}
+		}, ""},
+		{"closed without orders.closed", func(ev *Evidence) { ev.Sim[keyA] = closedOrder }, InvOneClose},
+		{"orders.closed for an open order", func(ev *Evidence) {
+			ev.Closed = map[loadgen.OrderKey]int{keyA: 1}
+		}, InvOneClose},
+		{"paid and closed", func(ev *Evidence) {
+			ev.Sim[keyA] = paid
+			ev.Payments = map[loadgen.OrderKey][]string{keyA: {"tx1"}}
+			ev.Closed = map[loadgen.OrderKey]int{keyA: 1}
+		}, InvOneClose},
 		{"event of an order never published", func(ev *Evidence) {
 			ev.Outcomes[loadgen.OrderKey{MchID: "1", OutTradeNo: "X"}] = []OutcomeEvent{{Code: "X"}}
 		}, InvOneOutcome},

@@ -49,6 +49,10 @@
 //	one_payment_per_paid_order   every order the simulator holds as paid has
 //	                             exactly one payment event, and no other order
 //	                             has one
+//	one_close_per_closed_order   every order the simulator holds as closed has
+//	                             exactly one orders.closed event, no other
+//	                             order has one, and no order has both a
+//	                             payment and a close
 //
 // and, for the run as a whole, the load generator's own checks, no process
 // exiting on its own, no key material in any log (package

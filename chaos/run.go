@@ -530,6 +530,7 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string)
 	ev.Outcomes = map[loadgen.OrderKey][]OutcomeEvent{}
 	ev.DeadLetters = map[loadgen.OrderKey][]events.Reason{}
 	ev.Payments = map[loadgen.OrderKey][]string{}
+	ev.Closed = map[loadgen.OrderKey]int{}
 	s := events.Subjects{}
 	err = readAll(ctx, js, events.StreamEvents, func(m jetstream.Msg) {
 		switch m.Subject() {
@@ -550,6 +551,11 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence, runID string)
 			if json.Unmarshal(m.Data(), &e) == nil {
 				k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
 				ev.Payments[k] = append(ev.Payments[k], e.CombineTransactionID)
+			}
+		case s.OrderClosed():
+			var e events.OrderClosed
+			if json.Unmarshal(m.Data(), &e) == nil {
+				ev.Closed[loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}]++
 			}
 		}
 	})
