@@ -502,3 +502,33 @@ func (e *env) startNotifierLate() *notifierFront {
 	}
 	return e.startNotifier(time.Now)
 }
+
+// WeChat Pay reports states that are no payment and no open order: nothing
+// is published as a payment, and the orders are no longer watched.
+func TestReconcile_anomalies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{reconcile: &pipeline.ReconcileConfig{Schedule: longSchedule, UnpaidCloseAfter: time.Hour}})
+	nos := e.createOrders("ANOM", 2, "", nil)
+	for i, state := range []string{wechat.TradeStateRefund, wechat.TradeStatePayError} {
+		if err := e.sim.SetTradeState(testMchID, nos[i], state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(120 * time.Second)
+	for e.streamMsgs(events.StreamReconcile) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the checks of REFUND and PAYERROR orders are still held")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o := e.read()
+	for _, no := range nos {
+		if len(o.payments[no]) != 0 || len(o.closed[no]) != 0 {
+			t.Errorf("%s (%s): payments %v, closes %v, want none", no, e.state(no), o.payments[no], o.closed[no])
+		}
+	}
+	if q := e.sim.Stats().Requests[wechatsim.OpQuery]; q < 2 {
+		t.Errorf("%d queries, want each order queried", q)
+	}
+}

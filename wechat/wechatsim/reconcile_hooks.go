@@ -54,3 +54,19 @@ func (s *Server) ResendNotification(mchID, combineOutTradeNo string) error {
 	s.startNotification(k, url, &v)
 	return nil
 }
+
+// SetTradeState puts every sub-order of merchant mchID's order
+// combineOutTradeNo in trade state state (REFUND, PAYERROR, …) as a query
+// then answers it, without any of the bookkeeping of a payment: for
+// testing what a client does with states other than NOTPAY, SUCCESS and
+// CLOSED. It answers ErrOrderNotFound for an unknown order.
+func (s *Server) SetTradeState(mchID, combineOutTradeNo, state string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[orderKey{mchID, combineOutTradeNo}]
+	if e == nil || e.order == nil {
+		return fmt.Errorf("%w: %s/%s", ErrOrderNotFound, mchID, combineOutTradeNo)
+	}
+	e.order.state = state
+	return nil
+}
