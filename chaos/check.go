@@ -33,6 +33,7 @@ const (
 	InvJobsEnd          = "every_accepted_job_ends"
 	InvNoRetryableFail  = "no_failure_for_a_retryable_answer"
 	InvReplayReaches    = "replay_after_the_fix_reaches_wechat"
+	InvOneClose         = "one_close_per_closed_order"
 	InvLoadgen          = "loadgen_checks"
 	InvNoUnexpectedExit = "no_unexpected_exits"
 	InvNoSecrets        = "no_secrets_in_logs"
@@ -148,6 +149,8 @@ type Evidence struct {
 	Outcomes    map[loadgen.OrderKey][]OutcomeEvent
 	DeadLetters map[loadgen.OrderKey][]DeadLetterRecord
 	Payments    map[loadgen.OrderKey][]events.PaymentSucceeded
+	// Closed counts the orders.closed events stored per order.
+	Closed map[loadgen.OrderKey]int
 	// UnkeyedDeadLetters counts dead letters naming no order.
 	UnkeyedDeadLetters int
 	// Undecodable lists stored events and dead letters that did not decode.
@@ -226,6 +229,10 @@ type CheckResult struct {
 	// payment events stored for the run's orders.
 	Paid          int `json:"paid"`
 	PaymentEvents int `json:"payment_events"`
+	// Closed counts orders the simulator holds as closed; CloseEvents the
+	// orders.closed events stored for the run's orders.
+	Closed      int `json:"closed"`
+	CloseEvents int `json:"close_events"`
 }
 
 // maxListed caps CheckResult.Violations; ViolationCounts counts them all.
@@ -264,6 +271,7 @@ func Check(ev *Evidence) *CheckResult {
 		c.checkDeadLetters(ev, key)
 		c.checkPayments(ev, key)
 		c.checkCreates(ev, key, calls[key])
+		c.checkClosed(ev, key)
 	}
 	for _, u := range ev.Undecodable {
 		c.add(InvEventsDecode, loadgen.OrderKey{}, "%s message %d on %s does not decode: %s", u.Stream, u.Sequence, u.Subject, u.Error)
@@ -318,6 +326,7 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream", len(ev.Stranded)))
 	inv(InvNoRetryableFail, "no failure outcome carries a code WeChat Pay says to retry (5xx, 429, SYSTEMERROR, SERVICE_UNAVAILABLE…)")
 	inv(InvReplayReaches, fmt.Sprintf("%d dead letters replayed after the clock was fixed; each must reach WeChat Pay again", len(ev.Replays)))
+	inv(InvOneClose, fmt.Sprintf("%d orders closed, %d orders.closed events; none both paid and closed", res.Closed, res.CloseEvents))
 	return res
 }
 
@@ -676,6 +685,27 @@ func storeDownBetween(ev *Evidence, from, to time.Time) bool {
 		}
 	}
 	return false
+}
+
+// checkClosed: an order the simulator closed has exactly one orders.closed
+// event; any other order none; no order has both a payment and a close.
+func (c *checker) checkClosed(ev *Evidence, key loadgen.OrderKey) {
+	n := ev.Closed[key]
+	c.res.CloseEvents += n
+	info, ok := ev.Sim[key]
+	closed := loadgen.SimState(info, ok) == wechat.TradeStateClosed
+	if closed {
+		c.res.Closed++
+	}
+	switch {
+	case closed && n != 1:
+		c.add(InvOneClose, key, "closed order produced %d orders.closed events, want 1", n)
+	case !closed && n > 0:
+		c.add(InvOneClose, key, "orders.closed for an order the simulator does not hold as closed")
+	}
+	if n > 0 && len(ev.Payments[key]) > 0 {
+		c.add(InvOneClose, key, "order has both a payment and an orders.closed event")
+	}
 }
 
 func minTime(a, b time.Time) time.Time {

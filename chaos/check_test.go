@@ -310,7 +310,13 @@ func TestCheck_outcomes(t *testing.T) {
 			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
 			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "ORDER_CLOSED", Final: true}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+			ev.Closed = map[loadgen.OrderKey]int{keyA: 1}
 		}, ""},
+		{"closed at WeChat Pay without orders.closed", func(ev *Evidence) {
+			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "ORDER_CLOSED", Final: true}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
+		}, InvOneClose},
 		{"created and failed", func(ev *Evidence) {
 			ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Code: events.CodeOrderClosed, Final: true})
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonRejected, StreamSequence: 3}}}
@@ -327,6 +333,7 @@ func TestCheck_outcomes(t *testing.T) {
 		}, ""},
 		{"prepay event for an order the simulator closed", func(ev *Evidence) {
 			ev.Sim[keyA] = wechatsim.OrderInfo{CreateCalls: 1, Outcomes: map[string]int{"ok:wx1": 1}, Order: simOrder(wechat.TradeStateClosed)}
+			ev.Closed = map[loadgen.OrderKey]int{keyA: 1}
 		}, InvTrueOutcome},
 		{"payment event with another sub-order transaction id", func(ev *Evidence) {
 			ev.Sim[keyA] = paid

@@ -280,6 +280,9 @@ func (c *cluster) startNotifier(ctx context.Context) error {
 		"HTTP_ADDR=" + proc.Addr(port),
 		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
+		// The workers' payments-seen record.
+		"IDEMPOTENCY_BACKEND=redis",
+		"REDIS_ADDRS=" + proc.Addr(c.redisPort),
 	}
 	p, err := Start("notifier", filepath.Join(c.logs, "notifier.log"), env, c.bins["notifier"])
 	if err != nil {

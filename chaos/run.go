@@ -733,6 +733,7 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 	ev.Outcomes = map[loadgen.OrderKey][]OutcomeEvent{}
 	ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{}
 	ev.Payments = map[loadgen.OrderKey][]events.PaymentSucceeded{}
+	ev.Closed = map[loadgen.OrderKey]int{}
 	s := events.Subjects{}
 	undecodable := func(stream string, m jetstream.Msg, err error) {
 		u := Undecodable{Stream: stream, Subject: m.Subject(), Error: err.Error()}
@@ -767,6 +768,13 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 			}
 			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
 			ev.Payments[k] = append(ev.Payments[k], e)
+		case s.OrderClosed():
+			var e events.OrderClosed
+			if err := decodeStrict(m.Data(), &e); err != nil {
+				undecodable(events.StreamEvents, m, err)
+				return
+			}
+			ev.Closed[loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}]++
 		default:
 			undecodable(events.StreamEvents, m, errors.New("subject of no event type"))
 		}

@@ -10,7 +10,11 @@
 //	combine.orders.prepay.created                            PrepayCreated     stream COMBINE_ORDER_EVENTS
 //	combine.orders.prepay.failed                             PrepayFailed      stream COMBINE_ORDER_EVENTS
 //	combine.payments.succeeded                               PaymentSucceeded  stream COMBINE_ORDER_EVENTS
+//	combine.orders.closed                                    OrderClosed       stream COMBINE_ORDER_EVENTS
+//	combine.orders.close.failed                              CloseFailed       stream COMBINE_ORDER_EVENTS
 //	combine.orders.deadletter.<reason>                       DeadLetter        stream COMBINE_ORDER_DEADLETTERS
+//	combine.orders.reconcile.<combine_mchid>                 ReconcileCheck    stream COMBINE_ORDER_RECONCILE
+//	combine.orders.close                                     CloseOrderJob     stream COMBINE_ORDER_RECONCILE
 //
 // [Subjects] derives every subject from another prefix.
 //
@@ -23,7 +27,8 @@
 // crash is dropped as well: an order's outcome, whatever its kind, always
 // under [OutcomeMsgID]; a failure that is not the order's outcome under
 // [JobFailedMsgID]; a payment under [PaymentSucceededMsgID]; a dead letter
-// under [DeadLetterMsgID].
+// under [DeadLetterMsgID]; an order's close under [OrderClosedMsgID]. [CheckPaid]
+// decides what is a payment: nothing else is ever published as one.
 //
 // # Versions
 //

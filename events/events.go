@@ -54,6 +54,11 @@ type PrepayCreated struct {
 	Attempts int `json:"attempts"`
 	// CreatedAt is when the order was created (the event's time).
 	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is when PrepayID (or H5URL, CodeURL) stops working
+	// (PrepayExpiry: 2 hours, 5 minutes for an h5_url). A duplicate job
+	// after it never gets this event again: the worker asks WeChat Pay
+	// for a working one, or for the order's true state.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // PayParams holds the client pay parameters of one trade type; exactly one

@@ -31,7 +31,8 @@ const (
 const (
 	// StreamJobs holds CreateOrderJob messages (work-queue retention).
 	StreamJobs = "COMBINE_ORDER_JOBS"
-	// StreamEvents holds PrepayCreated, PrepayFailed and PaymentSucceeded.
+	// StreamEvents holds PrepayCreated, PrepayFailed, PaymentSucceeded,
+	// OrderClosed and CloseFailed.
 	StreamEvents = "COMBINE_ORDER_EVENTS"
 	// StreamDeadLetters holds DeadLetter messages.
 	StreamDeadLetters = "COMBINE_ORDER_DEADLETTERS"
@@ -88,7 +89,7 @@ func (s Subjects) PaymentSucceeded() string { return s.prefix() + ".payments.suc
 
 // Events answers the subjects of the events stream.
 func (s Subjects) Events() []string {
-	return []string{s.prefix() + ".orders.prepay.>", s.prefix() + ".payments.>"}
+	return []string{s.prefix() + ".orders.prepay.>", s.prefix() + ".payments.>", s.OrderClosed(), s.CloseFailed()}
 }
 
 // DeadLetter answers the dead-letter subject of a reason:

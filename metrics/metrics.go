@@ -96,6 +96,7 @@ const (
 	NotificationMalformed        = "malformed"          // 400: verified but not a combine payment notification
 	NotificationOverloaded       = "overloaded"         // 503: load shed, no place free in time
 	NotificationPublishError     = "publish_error"      // 500: JetStream did not confirm
+	NotificationNotPaid          = "not_paid"           // 200: genuine, but not every sub-order SUCCESS with consistent amounts; published as no payment
 )
 
 // NotificationResults lists every notification result, each pre-initialised
@@ -104,7 +105,7 @@ var NotificationResults = []string{
 	NotificationOK, NotificationDuplicate, NotificationMethodNotAllowed, NotificationUnknownMerchant,
 	NotificationTooLarge, NotificationBadHeaders, NotificationStale, NotificationUnknownSerial,
 	NotificationSignatureProbe, NotificationBadSignature, NotificationSlowBody, NotificationDecryptError,
-	NotificationMalformed, NotificationOverloaded, NotificationPublishError,
+	NotificationMalformed, NotificationOverloaded, NotificationPublishError, NotificationNotPaid,
 }
 
 // Load-shedding stages (label "stage" of orderworker_notifier_shed_total):

@@ -34,10 +34,14 @@
 //     notification by milliseconds instead of turning it away;
 //  6. decryption with the merchant's APIv3 key (400) and the combine
 //     transaction (400);
-//  7. publication with Nats-Msg-Id [events.PaymentSucceededMsgID] (one per
-//     order, shared with a worker that finds the order paid), waiting
+//  7. the payment check ([events.CheckPaid]: every sub-order SUCCESS,
+//     consistent amounts; otherwise 200 and nothing published, see
+//     payments.go) and the payments-seen record shared with the workers
+//     ([Config.Seen]: a payment already published answers 200);
+//  8. publication with Nats-Msg-Id [events.PaymentSucceededMsgID] (one per
+//     order, shared with the workers' reconciliation), waiting
 //     for JetStream's PubAck at most [Config.PublishTimeout] (500 on
-//     failure, so WeChat Pay retries).
+//     failure, so WeChat Pay retries), then the record.
 //
 // Only a stored event is acknowledged: 204 No Content when JetStream stored
 // it, 200 {"code":"SUCCESS"} when JetStream reported a duplicate (WeChat Pay

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -110,6 +111,16 @@ type Config struct {
 	// time.Now. The timestamp window follows each merchant's
 	// Platform.NowFunc, as wechat.ParseNotification does.
 	NowFunc func() time.Time
+	// Seen is the record of payments published, shared with the workers'
+	// reconciler (see payments.go); SeenTTL is how long it lasts. Seen
+	// defaults to none: only the stream's duplicate window drops a
+	// notification re-sent later. SeenTTL defaults to
+	// idempotency.SeenTTLDefault.
+	Seen    idempotency.Seen
+	SeenTTL time.Duration
+	// Anomalies counts verified notifications that are not a consistent
+	// payment. Defaults to none.
+	Anomalies *metrics.PaymentAnomalies
 }
 
 // Handler is the http.Handler of the notification endpoint. It is safe for
@@ -129,6 +140,7 @@ type Handler struct {
 	metrics   *metrics.Notifier
 	log       *slog.Logger
 	now       func() time.Time
+	pay       payments
 }
 
 // New validates cfg, applies its defaults and answers a Handler.
@@ -194,6 +206,7 @@ func New(cfg Config) (*Handler, error) {
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
 		now:       cfg.NowFunc,
+		pay:       payments{seen: cfg.Seen, seenTTL: cmp.Or(cfg.SeenTTL, idempotency.SeenTTLDefault), anomalies: cfg.Anomalies},
 	}, nil
 }
 
@@ -329,28 +342,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 	*log = (*log).With(slog.String("notification_id", n.Envelope.ID),
 		slog.String("combine_out_trade_no", tx.CombineOutTradeNo), slog.Int("sub_orders", len(tx.SubOrders)))
 
-	data, err := json.Marshal(h.event(n))
-	if err != nil {
-		return ResultMalformed, fmt.Errorf("encode event: %w", err)
-	}
-	msg := nats.NewMsg(h.subject)
-	msg.Data = data
-	msg.Header.Set(events.HeaderMsgID, events.PaymentSucceededMsgID(n.Transaction.CombineMchID, n.Transaction.CombineOutTradeNo))
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-	defer cancel()
-	pubStart := time.Now()
-	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.stream))
-	h.metrics.Publish(time.Since(pubStart))
-	if err != nil {
-		return ResultPublishError, fmt.Errorf("publish %s: %w", h.subject, err)
-	}
-	*log = (*log).With(slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
-	if ack.Duplicate {
-		writeJSON(w, http.StatusOK, wireBody{Code: "SUCCESS", Message: "duplicate notification"})
-		return ResultDuplicate, nil
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return ResultOK, nil
+	return h.publishPayment(r.Context(), w, n, log)
 }
 
 // precheck does the signature checks that need no body and no RSA: headers

@@ -1,6 +1,12 @@
 // Package pipeline turns order-creation jobs from NATS JetStream into WeChat
 // Pay combine orders and outcome events.
 //
+// [Reconciler] watches every order with a prepay until WeChat Pay reports it
+// paid or closed, and serves close jobs (reconcile.go); a duplicate job
+// after the prepay_id expired asks WeChat Pay for a working one
+// (prepay_expiry.go); NotifyURLBase fills and checks notify_url
+// (notifyurl.go).
+//
 // [Processor] handles one delivery of a job end to end, through small
 // interfaces it declares ([Payer], [PaySigner], [Publisher]) and the
 // idempotency.Store. [Runner] feeds it from a durable pull consumer with

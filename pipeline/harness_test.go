@@ -33,6 +33,7 @@ type env struct {
 	flavour  wechat.Flavour
 	nc       *nats.Conn
 	js       jetstream.JetStream
+	base     string // the simulator's URL
 }
 
 var (
@@ -51,7 +52,7 @@ func testPlatform(t *testing.T) *wechatsim.Platform {
 	return platform
 }
 
-func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig) *env {
+func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig, simOpts ...func(*wechatsim.Config)) *env {
 	t.Helper()
 	e := &env{t: t, flavour: flavour, nats: testenv.StartNATS(t), redis: testenv.StartRedis(t)}
 	p := testPlatform(t)
@@ -60,7 +61,11 @@ func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig) 
 		t.Fatal(err)
 	}
 	e.merchant = m
-	e.sim, err = wechatsim.New(wechatsim.Config{Flavour: flavour, Merchants: []wechatsim.MerchantConfig{mc}, Platform: p, Faults: faults, Seed: 42})
+	simCfg := wechatsim.Config{Flavour: flavour, Merchants: []wechatsim.MerchantConfig{mc}, Platform: p, Faults: faults, Seed: 42}
+	for _, o := range simOpts {
+		o(&simCfg)
+	}
+	e.sim, err = wechatsim.New(simCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +74,8 @@ func newEnv(t *testing.T, flavour wechat.Flavour, faults wechatsim.FaultConfig) 
 		t.Fatal(err)
 	}
 	t.Cleanup(e.sim.Close)
-	e.client, err = wechat.New(wechat.Config{BaseURL: base, Merchants: []*wechat.Merchant{m}, Flavour: flavour})
+	e.base = base
+	e.client, err = wechat.New(wechat.Config{BaseURL: base, Merchants: []*wechat.Merchant{m}, Flavour: flavour, NowFunc: simCfg.NowFunc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +101,16 @@ type workerOpts struct {
 	// sweepMinAge, if set, is the age past which the sweep settles a job
 	// stuck below the ack floor.
 	sweepMinAge time.Duration
+	// reconcile, if set, runs a Reconciler beside the runner (its
+	// JetStream, Payer, Publisher and Seen are filled in) and makes the
+	// processor publish reconcile checks; the Seen record is Redis.
+	reconcile *pipeline.ReconcileConfig
+	// now is the workers' clock. Defaults to time.Now.
+	now func() time.Time
+	// duplicateWindow is the streams' duplicate window. Defaults to 1m.
+	duplicateWindow time.Duration
+	// notifyURLBase is the processor's NotifyURLBase.
+	notifyURLBase string
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -116,7 +132,14 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
+	var seen idempotency.Seen
+	if o.reconcile != nil {
+		if seen, err = idempotency.NewRedisSeen(rc, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 	proc, err := pipeline.New(pipeline.Config{
+		Reconcile: o.reconcile != nil && !o.reconcile.Disabled, Seen: seen, NowFunc: o.now, NotifyURLBase: o.notifyURLBase,
 		Payer: cmp.Or[pipeline.Payer](o.payer, e.client), Signer: e.client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: e.flavour,
 		CallTimeout: 2 * time.Second, Lease: 8 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: 2 * time.Second},
@@ -128,7 +151,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 	}
 	r, err := pipeline.NewRunner(pipeline.RunnerConfig{
 		JetStream: js, Processor: proc, AckWait: 15 * time.Second, JobTimeout: 12 * time.Second, InFlight: max(o.inFlight, 4),
-		ShutdownGrace: 3 * time.Second, DuplicateWindow: time.Minute, SweepMinAge: o.sweepMinAge,
+		ShutdownGrace: 3 * time.Second, DuplicateWindow: cmp.Or(o.duplicateWindow, time.Minute), SweepMinAge: o.sweepMinAge,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -136,20 +159,39 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 	if _, err := r.Setup(t.Context()); err != nil { // streams exist before the test publishes
 		t.Fatal(err)
 	}
+	var rec *pipeline.Reconciler
+	if o.reconcile != nil {
+		rc := *o.reconcile
+		rc.JetStream, rc.Payer, rc.Publisher, rc.Seen = js, cmp.Or[pipeline.Payer](o.payer, e.client), pipeline.JetStreamPublisher{JetStream: js}, seen
+		rc.NowFunc, rc.DuplicateWindow, rc.CallTimeout = o.now, cmp.Or(o.duplicateWindow, time.Minute), time.Second
+		if rec, err = pipeline.NewReconciler(rc); err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Setup(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- r.Run(ctx) }() // Owned by the test: ends on stop.
+	runs := 1
+	if rec != nil {
+		runs++
+		go func() { done <- rec.Run(ctx) }() // Owned by the test: ends on stop.
+	}
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run() = %v", err)
+			for range runs {
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("Run() = %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Error("Run() did not return within 10s of cancel")
 				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run() did not return within 10s of cancel")
 			}
 			nc.Close()
 			_ = rc.Close()
@@ -185,6 +227,8 @@ type outcomes struct {
 	created     map[string][]events.PrepayCreated // by combine_out_trade_no
 	failed      map[string][]events.PrepayFailed
 	payments    map[string][]events.PaymentSucceeded
+	closed      map[string][]events.OrderClosed
+	closeFailed map[string][]events.CloseFailed
 	deadLetters []events.DeadLetter
 	// ids holds every stored event's Nats-Msg-Id by combine_out_trade_no.
 	ids map[string][]string
@@ -193,7 +237,8 @@ type outcomes struct {
 func (e *env) read() outcomes {
 	e.t.Helper()
 	o := outcomes{created: map[string][]events.PrepayCreated{}, failed: map[string][]events.PrepayFailed{},
-		payments: map[string][]events.PaymentSucceeded{}, ids: map[string][]string{}}
+		payments: map[string][]events.PaymentSucceeded{}, ids: map[string][]string{},
+		closed: map[string][]events.OrderClosed{}, closeFailed: map[string][]events.CloseFailed{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, name := range []string{events.StreamEvents, events.StreamDeadLetters} {
@@ -227,6 +272,14 @@ func (e *env) read() outcomes {
 				var v events.PaymentSucceeded
 				mustUnmarshal(e.t, m.Data, &v)
 				o.payments[v.CombineOutTradeNo] = append(o.payments[v.CombineOutTradeNo], v)
+			case events.SubjectOrderClosed:
+				var v events.OrderClosed
+				mustUnmarshal(e.t, m.Data, &v)
+				o.closed[v.CombineOutTradeNo] = append(o.closed[v.CombineOutTradeNo], v)
+			case events.SubjectCloseFailed:
+				var v events.CloseFailed
+				mustUnmarshal(e.t, m.Data, &v)
+				o.closeFailed[v.CombineOutTradeNo] = append(o.closeFailed[v.CombineOutTradeNo], v)
 			default:
 				var v events.DeadLetter
 				mustUnmarshal(e.t, m.Data, &v)

@@ -84,6 +84,15 @@ func (p *Processor) message(r *record) (subject, msgID string, v any, kind strin
 
 // publishRecord publishes the record's event.
 func (p *Processor) publishRecord(ctx context.Context, j *job, r *record) error {
+	if r.Created != nil {
+		// Watched until paid or closed, before its prepay goes out.
+		if err := p.scheduleReconcile(ctx, j, r.Created); err != nil {
+			return err
+		}
+	}
+	if r.Paid != nil {
+		return publishPaymentOnce(ctx, p.cfg.Publisher, p.cfg.Seen, p.cfg.SeenTTL, p.cfg.Subjects, r.Paid)
+	}
 	subject, id, v, kind := p.message(r)
 	return p.publish(ctx, j, subject, id, v, kind)
 }
@@ -158,6 +167,10 @@ func (p *Processor) republish(ctx context.Context, j *job, data []byte) error {
 	if err != nil {
 		j.logger().ErrorContext(ctx, "stored outcome is unreadable", slog.Any("error", err))
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), fmt.Errorf("order %s: %w", j.key, err))
+	}
+	if r.Created != nil && p.expired(r.Created) {
+		// Its prepay_id no longer works: never hand it out again.
+		return p.refreshPrepay(ctx, j, r.Created)
 	}
 	if err := p.publishRecord(ctx, j, r); err != nil {
 		return RetryAfter(InFlightDelayMin, err)

@@ -168,6 +168,20 @@ type Config struct {
 	Logger *slog.Logger
 	// NowFunc answers the current time. Defaults to time.Now.
 	NowFunc func() time.Time
+	// Reconcile publishes an events.ReconcileCheck for every order with a
+	// prepay (see reconcile.go). Defaults to false.
+	Reconcile bool
+	// Seen is the record of payments published, shared with the notifier
+	// and the reconciler; SeenTTL how long it lasts. Seen defaults to none
+	// (the stream's duplicate window alone), SeenTTL to
+	// idempotency.SeenTTLDefault.
+	Seen    idempotency.Seen
+	SeenTTL time.Duration
+	// NotifyURLBase is the notifier's public base URL: jobs without a
+	// notify_url get <base>/v3/notify/<combine_mchid>, jobs with another
+	// one are refused (see notifyurl.go). Defaults to none: notify_url is
+	// sent as the job has it.
+	NotifyURLBase string
 }
 
 // Processor handles one delivery of a job end to end: decode, validate,
@@ -209,7 +223,11 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
+	cfg.SeenTTL = cmp.Or(cfg.SeenTTL, idempotency.SeenTTLDefault)
 	var errs []error
+	if err := CheckNotifyURLBase(cfg.NotifyURLBase); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.Payer == nil {
 		errs = append(errs, errors.New("missing Payer"))
 	}
@@ -377,6 +395,10 @@ func (p *Processor) process(ctx context.Context, j *job) error {
 		err := fmt.Errorf("flavour %s is not served by this worker (%s)", f, p.cfg.Flavour)
 		return p.refuse(ctx, j, events.ReasonInvalid, &events.PrepayFailed{Code: events.CodeInvalidJob, Message: err.Error(), Field: "flavour"}, err)
 	}
+	if err := p.notifyURL(&decoded.Request); err != nil {
+		return p.refuse(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
+	}
+	j.job.Request.NotifyURL = decoded.Request.NotifyURL
 	if err := wechat.Validate(p.cfg.Flavour, decoded.TradeType, &decoded.Request); err != nil {
 		return p.refuse(ctx, j, events.ReasonInvalid, invalidFailure(err), err)
 	}
@@ -658,6 +680,7 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		Attempts:          j.attempts,
 		CreatedAt:         p.cfg.NowFunc().UTC(),
 	}
+	ev.ExpiresAt = events.PrepayExpiry(ev.TradeType, ev.CreatedAt)
 	params, err := p.payParams(j, res.PrepayID)
 	if err != nil {
 		// The order exists; a later job with the same body gets the same

@@ -15,11 +15,13 @@ package pipeline
 //	ORDER_NOT_EXIST          failure ORDER_NOT_CREATED, Final false:          the answer stands: final
 //	                         publish the same job again                       failure with WeChat's code
 //	every sub-order SUCCESS  payment event (the notifier's id), stored        the same
-//	every sub-order CLOSED   final failure ORDER_CLOSED: new order numbers    the same
+//	every sub-order CLOSED   orders.closed, final failure ORDER_CLOSED:       the same
+//	                         new order numbers
 //	NOTPAY (or USERPAYING)   create again with the identical body: WeChat     failure with WeChat's code,
 //	                         Pay answers the same prepay_id → prepay.created; Final false (the number
-//	                         if that fails too, close the order → final       belongs to an order with
-//	                         failure ORDER_CLOSED: new order numbers          other parameters)
+//	                         if that fails too, close the order →             belongs to an order with
+//	                         orders.closed, final failure ORDER_CLOSED:       other parameters)
+//	                         new order numbers
 //	anything else (REFUND,   dead letter "unexpected_state", nothing          the same
 //	PAYERROR, mixed states)  published for the order
 //	query fails              failure RETRIES_EXHAUSTED, Final false:          the same
@@ -70,6 +72,9 @@ func stateOf(o *wechat.CombineOrder) orderState {
 	}
 	switch n := len(o.SubOrders); n {
 	case paid:
+		if events.CheckPaid(o) != nil {
+			return stateMixed // SUCCESS, but amounts that are no payment
+		}
 		return statePaid
 	case open:
 		return stateNotPaid
@@ -112,6 +117,9 @@ func (p *Processor) ask(ctx context.Context, j *job, token uint64, cause error, 
 		j.logger().InfoContext(ctx, "WeChat Pay reports the order paid; payment published")
 		return p.settle(ctx, j, token, &record{Paid: events.PaymentOf(order, "", p.cfg.NowFunc())})
 	case stateClosed:
+		if err := p.announceClosed(ctx, j, token, events.ClosedAtWeChat); err != nil {
+			return err
+		}
 		return p.settleFailure(ctx, j, token, closedFailure("WeChat Pay reports the order closed"), events.ReasonRejected, cause)
 	case stateNotPaid:
 		if !recoverable {
@@ -159,8 +167,30 @@ func (p *Processor) recoverOrClose(ctx context.Context, j *job, token uint64, ca
 	}
 	p.m.AskedWeChat(metrics.TruthClosed)
 	j.logger().WarnContext(ctx, "order closed at WeChat Pay: its prepay_id could not be had", slog.String("wechat_code", callCode(cause)))
+	if err := p.announceClosed(ctx, j, token, events.ClosedUnrecoverable); err != nil {
+		return err
+	}
 	return p.settleFailure(ctx, j, token, closedFailure(fmt.Sprintf("WeChat Pay kept failing (%s); the order was closed so it cannot be paid", callCode(cause))),
 		events.ReasonMaxDeliveries, cause)
+}
+
+// announceClosed publishes the orders.closed of an order the worker closed
+// or found closed, once (by the Seen record), before its final failure: every
+// order closed at WeChat Pay has one. On failure the claim is released and
+// the job handed back; the next delivery finds the order closed and
+// publishes both.
+func (p *Processor) announceClosed(ctx context.Context, j *job, token uint64, reason string) error {
+	err := publishClosedOnce(ctx, p.cfg.Publisher, p.cfg.Seen, p.cfg.SeenTTL, p.cfg.Subjects, &events.OrderClosed{
+		Version: events.Version, CorrelationID: j.job.CorrelationID, CombineMchID: j.key.MchID, CombineOutTradeNo: j.key.OutTradeNo,
+		Reason: reason, ClosedAt: p.cfg.NowFunc().UTC(),
+	}, true)
+	if err == nil {
+		return nil
+	}
+	if rerr := p.releaseClaim(ctx, j, token); rerr != nil {
+		return rerr
+	}
+	return RetryAfter(InFlightDelayMin, err)
 }
 
 // closedFailure is the final failure of a closed order.

@@ -76,6 +76,9 @@ func TestTruth_unknownOutcomesClosed(t *testing.T) {
 	if got := e.state("TRUTH002"); got != wechat.TradeStateClosed {
 		t.Errorf("WeChat Pay's state = %s, want CLOSED", got)
 	}
+	if c := o.closed["TRUTH002"]; len(c) != 1 || c[0].Reason != events.ClosedUnrecoverable {
+		t.Errorf("orders.closed = %+v, want one, unrecoverable", c)
+	}
 	if ids := o.ids["TRUTH002"]; len(ids) != 1 || ids[0] != events.OutcomeMsgID(testMchID, "TRUTH002") {
 		t.Errorf("Nats-Msg-Id = %v, want the order's outcome id", ids)
 	}
@@ -158,6 +161,9 @@ func TestTruth_recordLostClosed(t *testing.T) {
 	o := e.waitFor(15*time.Second, "the failure", func(o outcomes) bool { return len(o.failed["TRUTH005"]) == 1 })
 	if f := o.failed["TRUTH005"][0]; f.Code != events.CodeOrderClosed || !f.Final || !f.RetryWithNewOrderNumber {
 		t.Errorf("failure = %+v, want a final ORDER_CLOSED", f)
+	}
+	if c := o.closed["TRUTH005"]; len(c) != 1 || c[0].Reason != events.ClosedAtWeChat {
+		t.Errorf("orders.closed = %+v, want one, closed_at_wechat", c)
 	}
 }
 

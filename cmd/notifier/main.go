@@ -6,7 +6,9 @@
 //
 // Set each order's notify_url to https://<public host>/v3/notify/<combine_mchid>.
 // The admin port serves /healthz, /readyz (NATS connected and the events
-// stream reachable) and /metrics. SIGINT or SIGTERM stop it gracefully:
+// stream reachable; the notifier creates it if no worker has yet) and
+// /metrics. Payments already published are remembered in a record shared
+// with the workers (seen.go). SIGINT or SIGTERM stop it gracefully:
 // requests in flight finish (their publications included) within
 // SHUTDOWN_GRACE.
 package main
@@ -56,6 +58,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	sc, err := loadSeenConfig(getenv)
+	if err != nil {
+		return err
+	}
 	logger := envconfig.NewLogger(stdout, cfg.LogLevel)
 	merchants, err := loadMerchants(cfg)
 	if err != nil {
@@ -79,8 +85,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	m := metrics.NewNotifier(reg)
 	m.SetBuildInfo(version, commit)
 
+	seen, closeSeen, err := openSeen(sc, js)
+	if err != nil {
+		return err
+	}
+	defer closeSeen()
 	hc := cfg.handlerConfig()
 	hc.Merchants, hc.Publisher, hc.Metrics, hc.Logger = merchants, js, m, logger
+	hc.Seen, hc.SeenTTL, hc.Anomalies = seen, sc.TTL, metrics.NewPaymentAnomalies(reg)
 	h, err := notifier.New(hc)
 	if err != nil {
 		return err
@@ -92,7 +104,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Addr: cfg.AdminAddr, ErrorLog: errLog, ReadHeaderTimeout: notifier.ReadHeaderTimeout, IdleTimeout: notifier.IdleTimeout,
 		Handler: notifier.AdminHandler(notifier.AdminConfig{
 			Gatherer: reg,
-			Ready:    notifier.StreamReady(nc, js, cfg.EventsStream),
+			Ready:    notifier.EnsureStream(nc, js, sc.eventsStream(cfg.SubjectPrefix, cfg.EventsStream)),
 		}),
 	}
 	publicL, err := net.Listen("tcp", cfg.HTTPAddr)

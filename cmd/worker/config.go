@@ -150,6 +150,9 @@ type config struct {
 	LogLevel  slog.Level
 	// PprofEnabled serves /debug/pprof/ on the admin server.
 	PprofEnabled bool
+	// Reconcile configures reconciliation, the payments-seen record and
+	// NOTIFY_URL_BASE (reconcile.go).
+	Reconcile reconcileConfig
 }
 
 // withFlags answers a getenv in which every setting given as a flag
@@ -245,6 +248,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.Flavour = f
 	}
+	c.Reconcile = loadReconcile(l, c.Backend, c.DuplicateWindow)
 	c.MerchantFiles = loadMerchantFiles(l)
 	c.PprofEnabled = l.Boolean("PPROF_ENABLED")
 	if lv := l.Str("LOG_LEVEL"); c.LogLevel.UnmarshalText([]byte(lv)) != nil {

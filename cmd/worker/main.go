@@ -7,6 +7,10 @@
 // directory WECHAT_MERCHANT_DIR/<mchid>/ holds apiclient_key.pem, apiv3_key,
 // serial, and wechatpay_pub_key.pem + pub_key_id and/or platform_cert*.pem.
 //
+// Every worker also reconciles orders with WeChat Pay and serves close jobs
+// (see reconcile.go and package pipeline); RECONCILE_ENABLED=false turns
+// reconciliation off.
+//
 // The admin server on ADMIN_ADDR (default :8081) serves /healthz, /readyz
 // (NATS connected and the idempotency store reachable) and /metrics. On
 // SIGTERM or SIGINT the worker stops pulling, lets in-flight jobs finish
@@ -191,12 +195,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("IDEMPOTENCY_OUTCOME_TTL is shorter than JOBS_MAX_AGE: a job can outlive its order's record, and each such job asks WeChat Pay for the order's state",
 			slog.Duration("outcome_ttl", cfg.OutcomeTTL), slog.Duration("jobs_max_age", cfg.JobsMaxAge))
 	}
+	seen, closeSeen, err := openSeen(ctx, cfg, js)
+	if err != nil {
+		return err
+	}
+	defer closeSeen()
 
 	proc, err := pipeline.New(pipeline.Config{
 		Payer: meteredPayer{Payer: client, m: m}, Signer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
 		Metrics: m, Logger: log,
+		Reconcile: cfg.Reconcile.Enabled, Seen: seen, SeenTTL: cfg.Reconcile.SeenTTL, NotifyURLBase: cfg.Reconcile.NotifyURLBase,
 	})
 	if err != nil {
 		return err
@@ -238,12 +248,28 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		return err
 	}
+	setState("setting up reconciliation")
+	reconciler, err := newReconciler(cfg, js, client, seen, pipeline.ReconcileConfig{
+		Metrics: metrics.NewReconcile(reg), Anomalies: metrics.NewPaymentAnomalies(reg), Logger: log.With(slog.String("component", "reconcile")),
+	})
+	if err != nil {
+		return err
+	}
+	// The reconcile stream exists before the first prepay asks for a check.
+	if err := reconciler.Setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	live.Store(&readyDeps{nc: nc, store: store, pause: pause})
 	state.Store(nil)
 
 	log.InfoContext(ctx, "worker starting", slog.String("version", version), slog.String("flavour", string(cfg.Flavour)),
 		slog.Int("merchants", len(merchants)), slog.String("admin_addr", admin.addr), slog.String("backend", cfg.Backend))
-	runErr := consume(ctx, runner, pause, log)
+	reconcileErr := make(chan error, 1)
+	go func() { reconcileErr <- reconciler.Run(ctx) }() // Owned by run: ends when ctx ends; waited for below.
+	runErr := errors.Join(consume(ctx, runner, pause, log), <-reconcileErr)
 
 	if err := nc.Drain(); err != nil {
 		log.Warn("nats drain", slog.Any("error", err))

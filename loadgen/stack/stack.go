@@ -430,6 +430,11 @@ func (s *Stack) startNotifier(ctx context.Context) error {
 		"HTTP_ADDR":           httpAddr,
 		"ADMIN_ADDR":          adminAddr,
 		"LOG_LEVEL":           "warn",
+		// The workers' payments-seen record.
+		"IDEMPOTENCY_BACKEND": s.Backend,
+	}
+	if s.Backend == "redis" {
+		env["REDIS_ADDRS"] = s.RedisAddrs
 	}
 	for k, v := range s.cfg.NotifierEnv {
 		env[k] = v
