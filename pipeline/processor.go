@@ -155,6 +155,8 @@ type Config struct {
 	// StoreRetryDelay is the redelivery delay when the store is down.
 	// Defaults to 5s.
 	StoreRetryDelay time.Duration
+	// Limiter paces the creates of each merchant. Defaults to none.
+	Limiter CallLimiter
 	// Metrics records the pipeline's metrics. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives one record per settled job, Warn per retry, Error for
@@ -416,11 +418,15 @@ func (p *Processor) pay(ctx context.Context, j *job, token uint64) error {
 	retries := uint64(max(p.cfg.Retry.MaxAttempts-1, 0)) //nolint:gosec // not negative
 	b := backoff.WithContext(backoff.WithMaxRetries(p.cfg.Retry.backOff(), retries), payCtx)
 	res, err := backoff.RetryNotifyWithData(func() (*wechat.PrepayResult, error) {
+		if err := p.waitCall(payCtx, j.key.MchID); err != nil {
+			return nil, backoff.Permanent(err)
+		}
 		j.attempts++
 		callCtx, cancel := context.WithTimeout(payCtx, p.cfg.CallTimeout)
 		defer cancel()
 		start := p.cfg.NowFunc()
 		res, err := p.cfg.Payer.CreateCombineOrder(callCtx, j.job.TradeType, &j.job.Request)
+		p.observeCall(ctx, j.key.MchID, err)
 		p.m.WeChatRequest(op, callCode(err), p.cfg.NowFunc().Sub(start))
 		if err != nil && !wechat.Retryable(err) {
 			return nil, backoff.Permanent(err)
