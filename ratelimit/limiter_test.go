@@ -270,8 +270,8 @@ func TestFrequencyLimitedLowersTheRateForAWhile(t *testing.T) {
 		}
 	}
 	step(0, false, 100)
-	step(0, true, 50)                      // cut by half
-	step(500*time.Millisecond, true, 52.5) // within Hold: no second cut; 0.5 + 0.5s/20s
+	step(0, true, 50)                       // cut by half
+	step(500*time.Millisecond, true, 52.5)  // within Hold: no second cut; 0.5 + 0.5s/20s
 	step(600*time.Millisecond, true, 27.75) // past Hold: (0.5 + 1.1/20) × 0.5
 	step(4*time.Second, false, 47.75)
 	step(time.Minute, false, 100) // recovered

@@ -119,12 +119,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.NewWorker(reg)
 	m.SetBuildInfo(version, commit)
+	lims, err := openLimits(ctx, cfg, js, reg)
+	if err != nil {
+		return err
+	}
+	defer lims.close()
 
 	proc, err := pipeline.New(pipeline.Config{
 		Payer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
-		Metrics: m, Logger: log,
+		Limiter: lims.calls, Metrics: m, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -133,7 +138,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		JetStream: js, Processor: proc, Subjects: cfg.Subjects, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
 		Storage: cfg.Storage, JobsMaxAge: cfg.JobsMaxAge, EventsMaxAge: cfg.EventsMaxAge, DeadLettersMaxAge: cfg.DeadLettersMaxAge,
 		DuplicateWindow: cfg.DuplicateWindow, AckWait: cfg.AckWait, BackOff: cfg.ConsumerBackOff, MaxAckPending: cfg.MaxAckPending,
-		InFlight: cfg.InFlight, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
+		InFlight: cfg.InFlight, Limiter: lims.concurrency, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
 	})
 	if err != nil {
 		return err
