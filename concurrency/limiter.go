@@ -135,7 +135,8 @@ type Limiter struct {
 
 	mu       sync.Mutex
 	limit    float64
-	inFlight int
+	inFlight int // slots taken
+	jobs     int // jobs started and not done, parked ones included: at most Max
 	changed  chan struct{} // closed and replaced when a slot frees or the limit rises
 
 	slowStart bool
@@ -208,13 +209,15 @@ func (l *Limiter) notify() {
 }
 
 // Acquire takes a slot, waiting while the limit's worth of jobs is in
-// flight, or answers ctx's error. The slot is then given to a job with
-// Start, or back with Cancel.
+// flight or Max jobs are held (parked ones included, so a job admitted
+// always finds one of Max goroutines free), or answers ctx's error. The
+// slot is then given to a job with Start, or back with Cancel.
 func (l *Limiter) Acquire(ctx context.Context) error {
 	for {
 		l.mu.Lock()
-		if l.inFlight < l.admitted() {
+		if l.inFlight < l.admitted() && l.jobs < l.cfg.Max {
 			l.inFlight++
+			l.jobs++
 			l.winMaxIn = max(l.winMaxIn, l.inFlight)
 			l.mu.Unlock()
 			return nil
@@ -232,6 +235,7 @@ func (l *Limiter) Acquire(ctx context.Context) error {
 // Cancel gives back a slot taken with Acquire that no job used.
 func (l *Limiter) Cancel() {
 	l.mu.Lock()
+	l.jobs--
 	l.release()
 	l.mu.Unlock()
 }
@@ -344,10 +348,12 @@ func (s *Slot) Done() {
 	l := s.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.jobs--
 	if s.parkedAt.IsZero() {
 		l.release()
 	} else {
 		s.parked += now.Sub(s.parkedAt)
+		l.notify()
 	}
 	switch {
 	case s.overload:

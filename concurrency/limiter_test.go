@@ -255,7 +255,7 @@ func TestJobsWithoutASuccessfulCallGiveNoSample(t *testing.T) {
 
 func TestParkFreesTheSlotAndIsNotPartOfTheSample(t *testing.T) {
 	c := &clock{t: time.Unix(1e9, 0)}
-	l := newLimiter(t, c, Config{Max: 1, Min: 1, MinSamples: 1, MinWindow: time.Nanosecond})
+	l := newLimiter(t, c, Config{Max: 2, Min: 1, Initial: 1, MinSamples: 2, MinWindow: time.Nanosecond}) // no window closes
 	if !tryAcquire(l) {
 		t.Fatal("no first slot")
 	}
@@ -264,16 +264,22 @@ func TestParkFreesTheSlotAndIsNotPartOfTheSample(t *testing.T) {
 		t.Fatal("FromContext does not answer the job's slot")
 	}
 	if tryAcquire(l) {
-		t.Fatal("a second slot with Max 1")
+		t.Fatal("a second slot with a limit of 1")
 	}
 	c.advance(10 * time.Millisecond)
 	s.Park()
+	s.Park() // a second Park changes nothing
 	if !tryAcquire(l) {
 		t.Fatal("the parked job still holds its slot")
 	}
 	_, other := l.Start(context.Background())
+	other.Park()
+	if tryAcquire(l) {
+		t.Fatal("a third job with Max 2: it would find no goroutine free")
+	}
 	c.advance(5 * time.Second) // waiting for the merchant's budget
 	s.Unpark()
+	other.Unpark()
 	if got := l.InFlight(); got != 2 {
 		t.Fatalf("%d in flight after Unpark, want 2 (above the limit until a job ends)", got)
 	}
@@ -284,15 +290,20 @@ func TestParkFreesTheSlotAndIsNotPartOfTheSample(t *testing.T) {
 		t.Errorf("sample %s, want 100ms: the 5s parked are not the job's time", got)
 	}
 	if tryAcquire(l) {
-		t.Error("a slot while the other job still runs")
+		t.Error("a slot while the other job still runs at the limit of 1")
 	}
-	other.Done()
+	other.Park()
+	other.Done() // parked: frees its job, not a slot
 	other.Done() // a second Done frees nothing more
 	if got := l.InFlight(); got != 0 {
 		t.Errorf("%d in flight after every job ended, want 0", got)
 	}
+	if !tryAcquire(l) || tryAcquire(l) {
+		t.Error("want exactly one slot free again at the limit of 1")
+	}
 	var nilSlot *Slot
 	nilSlot.Park()
+	nilSlot.Unpark()
 	nilSlot.Observe(OK)
 	nilSlot.Done()
 }
