@@ -135,8 +135,8 @@ type Limiter struct {
 
 	mu       sync.Mutex
 	limit    float64
-	inFlight int // slots taken
-	jobs     int // jobs started and not done, parked ones included: at most Max
+	inFlight int           // slots taken
+	jobs     int           // jobs started and not done, parked ones included: at most Max
 	changed  chan struct{} // closed and replaced when a slot frees or the limit rises
 
 	slowStart bool
