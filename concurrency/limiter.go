@@ -1,7 +1,8 @@
 // Package concurrency finds how many jobs a worker should keep in flight: an
-// adaptive limiter in the manner of TCP Vegas and Netflix's
-// concurrency-limits (VegasLimit), driven by the time each job takes, with
-// AIMD's multiplicative decrease when WeChat Pay answers FREQUENCY_LIMITED.
+// adaptive limiter in the manner of Netflix's concurrency-limits (its
+// gradient limiters), driven by the time each job takes, with slow start,
+// and AIMD's multiplicative decrease when WeChat Pay answers
+// FREQUENCY_LIMITED.
 //
 // # Why adaptive
 //
@@ -18,52 +19,60 @@
 //
 // Every job that made WeChat Pay calls, all of them successful, gives one
 // sample: the time from the start of the job to its end, minus the time it
-// was parked waiting for its merchant's rate budget (Slot.Park). The
-// limiter keeps:
+// was parked waiting for its merchant's rate budget (Slot.Park). Jobs
+// without a call (duplicates) or with a failed one give none. The limiter
+// keeps:
 //
-//   - noLoad, the no-load job time: the smallest sample of the last
-//     NoLoadWindow to 2 × NoLoadWindow (two rotating buckets), so it follows
-//     WeChat Pay's latency up within 2 × NoLoadWindow and down at once;
+//   - noLoad, the no-load job time: the smallest sample since the last
+//     probe, or of the probe. A probe (as BBR's ProbeRTT) starts when a
+//     window closes ProbeInterval after the last one, out of slow start: it
+//     admits only max(Min, L/4) jobs until MinSamples jobs started during
+//     the probe have ended (or 4 × max(noLoad, MinWindow) passed), then
+//     noLoad is the smallest of their samples and L is what it was. Without
+//     probes, under a saturated CPU every sample includes a wait, the
+//     minimum would creep up with them and the limit with it; with them,
+//     noLoad follows WeChat Pay's latency up within ProbeInterval and down
+//     at once. A probe costs about two job times of lower throughput;
 //   - windows of samples: a window closes with the first sample at least
 //     max(noLoad, MinWindow) after it opened and holding at least
-//     MinSamples samples, about once per job time, as TCP Vegas does once
-//     per round trip.
+//     MinSamples samples: about once per job time, as TCP does once per
+//     round trip.
 //
-// When a window closes, with rtt the mean sample of the window and L the
-// current limit, the estimated number of jobs queued (for the CPU, or any
-// other local resource) is
-//
-//	queue = L × (1 − noLoad / rtt)
-//
-// and, with alpha = 3·log10(L) and beta = 6·log10(L) (at least 2 and 4),
-// as in Netflix's VegasLimit:
+// When a window closes, with rtt the mean sample of the window, L the
+// current limit, target = Tolerance × noLoad + Slack, and the gradient
+// g = min(1, max(0.5, target / rtt)):
 //
 //   - a FREQUENCY_LIMITED answer in the window (Slot.Observe with
 //     Overloaded): L = L × Backoff, and slow start ends;
-//   - queue > beta: L = L − (queue − (alpha+beta)/2)/2. Under a saturated CPU
-//     the throughput X is fixed and queue = L − X·noLoad, so this moves L
-//     half way to X·noLoad plus the middle of the band: enough jobs to keep
-//     the CPU busy, few waiting for it;
-//   - queue < alpha, and the window was not app-limited (at least L/2 jobs
-//     were in flight at its busiest): in slow start L = 2L, else
-//     L = L + max(alpha, L/10);
+//   - g < 1 (jobs take longer than the target: they queue, mostly for the
+//     CPU): L = (L + L×g + √L) / 2, Netflix's gradient step L×g + √L
+//     smoothed by half; slow start ends. Its fixed point is the L at which
+//     rtt = target / (1 − 1/√L): a queue of about (Tolerance − 1) × noLoad
+//     + Slack of work, enough to keep the CPU busy however noisy the
+//     machine is;
+//   - g = 1 and the window was not app-limited (at least L/2 jobs were in
+//     flight at its busiest): L = 2L in slow start (from the start until the
+//     first g < 1 or FREQUENCY_LIMITED), else L = L + √L;
 //   - otherwise L stays.
 //
 // L is then kept within [Min, Max]; the number of jobs admitted is ⌊L⌋.
-// Slow start (doubling once per window) lasts from the start until the first
-// window with a queue above alpha or a FREQUENCY_LIMITED answer, so a worker
-// reaches the level of a 300 ms WeChat Pay within a few seconds.
+// Slow start lets a worker reach the level of a 300 ms WeChat Pay within a
+// couple of seconds.
 //
 // # Parameters
 //
 // Max is the ceiling (WORKER_IN_FLIGHT, 256 by default: 500 orders/s at
-// 300 ms need 150). Min (2), Initial (16), Backoff (0.5), MinWindow (100ms),
-// MinSamples (8) and NoLoadWindow (10s) have defaults that suit WeChat Pay
-// latencies from a few to several hundred milliseconds.
+// 300 ms need 150). Min (2), Initial (16), Tolerance (2), Slack (10ms),
+// Backoff (0.5), MinWindow (100ms), MinSamples (8) and ProbeInterval (30s)
+// have defaults that suit WeChat Pay latencies from a few to several hundred
+// milliseconds. Tolerance 2 means a job may take up to twice its no-load
+// time before the limit shrinks: jitter from other work on the machine does
+// not starve the worker, and at a saturated CPU the jobs wait up to about
+// one no-load time more (the p99 at a saturated CPU, not at half of it).
 //
-// A rise of WeChat Pay's own latency looks, until the no-load bucket
-// rotates (at most 2 × NoLoadWindow), like a queue: the limiter then lowers
-// L for a while, as every delay-based limiter does.
+// A rise of WeChat Pay's own latency beyond Tolerance × noLoad looks, until
+// the next probe (at most ProbeInterval), like a queue: the
+// limiter then lowers L for a while, as every delay-based limiter does.
 //
 // All methods are safe for concurrent use. The clock is Config.Now, so tests
 // drive the limiter with synthetic job times.
@@ -83,10 +92,12 @@ import (
 const (
 	MinDefault          = 2
 	InitialDefault      = 16
+	ToleranceDefault    = 2
+	SlackDefault        = 10 * time.Millisecond
 	BackoffDefault      = 0.5
 	MinWindowDefault    = 100 * time.Millisecond
 	MinSamplesDefault   = 8
-	NoLoadWindowDefault = 10 * time.Second
+	ProbeIntervalDefault = 30 * time.Second
 )
 
 // Config configures a Limiter.
@@ -98,6 +109,12 @@ type Config struct {
 	// Initial is the limit at start. Defaults to InitialDefault, within
 	// [Min, Max].
 	Initial int
+	// Tolerance is how many times its no-load time a job may take before
+	// the limit shrinks (with Slack); above 1. Defaults to 2.
+	Tolerance float64
+	// Slack is added to the target job time, for jobs of a few
+	// milliseconds. Defaults to 10ms.
+	Slack time.Duration
 	// Backoff multiplies the limit after a window with an overloaded job
 	// (FREQUENCY_LIMITED); in (0, 1). Defaults to 0.5.
 	Backoff float64
@@ -106,9 +123,9 @@ type Config struct {
 	// MinSamples is the fewest samples a window needs to close. Defaults
 	// to 8.
 	MinSamples int
-	// NoLoadWindow is the age of the oldest sample that can still be the
-	// no-load job time (up to twice as old). Defaults to 10s.
-	NoLoadWindow time.Duration
+	// ProbeInterval is the time between two probes of the no-load job
+	// time. Defaults to 30s.
+	ProbeInterval time.Duration
 	// Now answers the current time. Defaults to time.Now.
 	Now func() time.Time
 	// OnChange, when set, is called with the new admitted limit each time
@@ -140,9 +157,13 @@ type Limiter struct {
 	changed  chan struct{} // closed and replaced when a slot frees or the limit rises
 
 	slowStart bool
-	// The no-load job time: minimum of the current and the previous bucket.
-	curMin, prevMin time.Duration
-	curStart        time.Time
+	// The no-load job time, and the probe that measures it again.
+	noLoadRTT  time.Duration
+	probing    bool
+	probeStart time.Time
+	probeMin   time.Duration
+	probeN     int
+	lastProbe  time.Time
 	// The open window.
 	winStart    time.Time
 	winSum      time.Duration
@@ -159,9 +180,11 @@ func New(cfg Config) (*Limiter, error) {
 	cfg.Min = min(cmp.Or(cfg.Min, MinDefault), cfg.Max)
 	cfg.Initial = max(min(cmp.Or(cfg.Initial, InitialDefault), cfg.Max), cfg.Min)
 	cfg.Backoff = cmp.Or(cfg.Backoff, BackoffDefault)
+	cfg.Tolerance = cmp.Or(cfg.Tolerance, ToleranceDefault)
+	cfg.Slack = cmp.Or(cfg.Slack, SlackDefault)
 	cfg.MinWindow = cmp.Or(cfg.MinWindow, MinWindowDefault)
 	cfg.MinSamples = cmp.Or(cfg.MinSamples, MinSamplesDefault)
-	cfg.NoLoadWindow = cmp.Or(cfg.NoLoadWindow, NoLoadWindowDefault)
+	cfg.ProbeInterval = cmp.Or(cfg.ProbeInterval, ProbeIntervalDefault)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -172,15 +195,18 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.Backoff <= 0 || cfg.Backoff >= 1 {
 		errs = append(errs, fmt.Errorf("Backoff %v must be between 0 and 1", cfg.Backoff))
 	}
-	if cfg.MinWindow < 0 || cfg.NoLoadWindow < 0 || cfg.MinSamples < 1 {
-		errs = append(errs, errors.New("MinWindow, NoLoadWindow and MinSamples must be positive"))
+	if cfg.Tolerance <= 1 {
+		errs = append(errs, fmt.Errorf("Tolerance %v must be above 1", cfg.Tolerance))
+	}
+	if cfg.MinWindow < 0 || cfg.ProbeInterval < 0 || cfg.MinSamples < 1 || cfg.Slack < 0 {
+		errs = append(errs, errors.New("MinWindow, ProbeInterval, MinSamples and Slack must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("concurrency: %w", err)
 	}
 	now := cfg.Now()
 	return &Limiter{cfg: cfg, limit: float64(cfg.Initial), changed: make(chan struct{}), slowStart: true,
-		curStart: now, winStart: now}, nil
+		lastProbe: now, winStart: now}, nil
 }
 
 // Limit answers the number of jobs admitted now.
@@ -200,7 +226,12 @@ func (l *Limiter) InFlight() int {
 // Max answers the ceiling.
 func (l *Limiter) Max() int { return l.cfg.Max }
 
-func (l *Limiter) admitted() int { return int(l.limit) }
+func (l *Limiter) admitted() int {
+	if l.probing {
+		return max(l.cfg.Min, int(l.limit/4))
+	}
+	return int(l.limit)
+}
 
 // notify wakes the goroutines waiting in Acquire; l.mu is held.
 func (l *Limiter) notify() {
@@ -360,18 +391,25 @@ func (s *Slot) Done() {
 		l.winOverload = true
 		l.maybeUpdate(now)
 	case s.ok && !s.failed:
-		l.sample(now, now.Sub(s.start)-s.parked)
+		l.sample(now, s.start, now.Sub(s.start)-s.parked)
 	}
 }
 
-// sample adds a job time; l.mu is held.
-func (l *Limiter) sample(now time.Time, rtt time.Duration) {
+// sample adds the time of a job started at start; l.mu is held.
+func (l *Limiter) sample(now, start time.Time, rtt time.Duration) {
 	rtt = max(rtt, time.Microsecond)
-	if now.Sub(l.curStart) >= l.cfg.NoLoadWindow {
-		l.prevMin, l.curMin, l.curStart = l.curMin, 0, now
+	if l.probing {
+		if !start.Before(l.probeStart) {
+			if l.probeN == 0 || rtt < l.probeMin {
+				l.probeMin = rtt
+			}
+			l.probeN++
+		}
+		l.maybeEndProbe(now)
+		return
 	}
-	if l.curMin == 0 || rtt < l.curMin {
-		l.curMin = rtt
+	if l.noLoadRTT == 0 || rtt < l.noLoadRTT {
+		l.noLoadRTT = rtt
 	}
 	l.winSum += rtt
 	l.winN++
@@ -379,16 +417,32 @@ func (l *Limiter) sample(now time.Time, rtt time.Duration) {
 }
 
 // noLoad answers the no-load job time; l.mu is held.
-func (l *Limiter) noLoad() time.Duration {
-	if l.prevMin > 0 && (l.curMin == 0 || l.prevMin < l.curMin) {
-		return l.prevMin
+func (l *Limiter) noLoad() time.Duration { return l.noLoadRTT }
+
+// maybeEndProbe ends the probe when it has its samples or ran too long;
+// l.mu is held.
+func (l *Limiter) maybeEndProbe(now time.Time) {
+	if l.probeN < l.cfg.MinSamples && now.Sub(l.probeStart) < 4*max(l.noLoad(), l.cfg.MinWindow) {
+		return
 	}
-	return l.curMin
+	if l.probeN > 0 {
+		l.noLoadRTT = l.probeMin
+	}
+	l.probing, l.lastProbe = false, now
+	l.winStart, l.winSum, l.winN, l.winMaxIn = now, 0, 0, l.inFlight // an overload seen stays
+	l.notify()
+	if l.cfg.OnChange != nil {
+		l.cfg.OnChange(l.admitted())
+	}
 }
 
 // maybeUpdate closes the window and moves the limit when it is due; l.mu
 // is held.
 func (l *Limiter) maybeUpdate(now time.Time) {
+	if l.probing {
+		l.maybeEndProbe(now)
+		return
+	}
 	if now.Sub(l.winStart) < max(l.noLoad(), l.cfg.MinWindow) {
 		return
 	}
@@ -397,30 +451,31 @@ func (l *Limiter) maybeUpdate(now time.Time) {
 	}
 	old := l.admitted()
 	L := l.limit
-	alpha := max(3*math.Log10(L), 2)
-	beta := max(6*math.Log10(L), 4)
 	switch {
 	case l.winOverload:
 		L *= l.cfg.Backoff
 		l.slowStart = false
 	case l.winN > 0:
 		rtt := l.winSum / time.Duration(l.winN)
-		queue := L * (1 - float64(l.noLoad())/float64(rtt))
+		target := time.Duration(l.cfg.Tolerance*float64(l.noLoad())) + l.cfg.Slack
+		g := min(1, max(0.5, float64(target)/float64(rtt)))
 		appLimited := float64(l.winMaxIn) < L/2
 		switch {
-		case queue > beta:
-			L -= (queue - (alpha+beta)/2) / 2
+		case g < 1:
+			L = (L + L*g + math.Sqrt(L)) / 2
 			l.slowStart = false
-		case queue < alpha && !appLimited && l.slowStart:
+		case appLimited:
+		case l.slowStart:
 			L *= 2
-		case queue < alpha && !appLimited:
-			L += max(alpha, L/10)
-		case queue >= alpha:
-			l.slowStart = false
+		default:
+			L += math.Sqrt(L)
 		}
 	}
 	l.limit = min(max(L, float64(l.cfg.Min)), float64(l.cfg.Max))
 	l.winStart, l.winSum, l.winN, l.winMaxIn, l.winOverload = now, 0, 0, l.inFlight, false
+	if !l.slowStart && now.Sub(l.lastProbe) >= l.cfg.ProbeInterval {
+		l.probing, l.probeStart, l.probeN = true, now, 0
+	}
 	if n := l.admitted(); n != old {
 		if n > old {
 			l.notify()

@@ -3,7 +3,6 @@ package concurrency
 import (
 	"container/heap"
 	"context"
-	"math"
 	"testing"
 	"time"
 )
@@ -148,12 +147,17 @@ func TestLimiterSettlesAtTheCPUSaturationPoint(t *testing.T) {
 		if tput < 0.95*tc.capacity {
 			t.Errorf("base %s: %.0f jobs/s, want at least 95%% of the CPU's %.0f", tc.base, tput, tc.capacity)
 		}
-		// Few jobs wait for the CPU: the limit stays within the band above
-		// what the latency needs.
 		got := float64(l.Limit())
-		t.Logf("base %s, CPU for %.0f jobs/s: limit %.0f, %.0f jobs/s", tc.base, tc.capacity, got, tput)
-		if hi := pipe + 2*max(6*math.Log10(got), 4) + 2; got > hi || got < pipe {
+		t.Logf("base %s, CPU for %.0f jobs/s: limit %.0f, %.0f jobs/s, no-load %s", tc.base, tc.capacity, got, tput, l.noLoad())
+		// The jobs wait for the CPU about Tolerance − 1 no-load times plus
+		// Slack: the limit settles near capacity × target, not at Max.
+		target := 2*tc.base.Seconds() + 0.010
+		if hi := min(256, 1.5*tc.capacity*target+4); got > hi || got < pipe {
 			t.Errorf("base %s: limit %.0f, want between the pipe's %.0f and %.0f", tc.base, got, pipe, hi)
+		}
+		// Probes keep the no-load time from creeping up with the queue.
+		if nl := l.noLoad(); nl > tc.base*12/10+5*time.Millisecond {
+			t.Errorf("base %s: no-load time %s after a minute at a saturated CPU", tc.base, nl)
 		}
 	}
 }
