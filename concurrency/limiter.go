@@ -32,7 +32,9 @@
 //     probes, under a saturated CPU every sample includes a wait, the
 //     minimum would creep up with them and the limit with it; with them,
 //     noLoad follows WeChat Pay's latency up within ProbeInterval and down
-//     at once. A probe costs about two job times of lower throughput;
+//     at once. A probe costs about two job times of lower throughput, so a
+//     window that was app-limited (below) with g = 1 stands for one: its
+//     jobs waited for nothing, and its smallest sample becomes noLoad;
 //   - windows of samples: a window closes with the first sample at least
 //     max(noLoad, MinWindow) after it opened and holding at least
 //     MinSamples samples: about once per job time, as TCP does once per
@@ -47,8 +49,8 @@
 //   - g < 1 (jobs take longer than the target: they queue, mostly for the
 //     CPU): L = (L + L×g + √L) / 2, Netflix's gradient step L×g + √L
 //     smoothed by half; slow start ends. Its fixed point is the L at which
-//     rtt = target / (1 − 1/√L): a queue of about (Tolerance − 1) × noLoad
-//     + Slack of work, enough to keep the CPU busy however noisy the
+//     rtt = target / (1 − 1/√L): jobs wait about (Tolerance − 1) ×
+//     noLoad plus Slack, enough to keep the CPU busy however noisy the
 //     machine is;
 //   - g = 1 and the window was not app-limited (at least L/2 jobs were in
 //     flight at its busiest): L = 2L in slow start (from the start until the
@@ -90,13 +92,13 @@ import (
 
 // Defaults of Config.
 const (
-	MinDefault          = 2
-	InitialDefault      = 16
-	ToleranceDefault    = 2
-	SlackDefault        = 10 * time.Millisecond
-	BackoffDefault      = 0.5
-	MinWindowDefault    = 100 * time.Millisecond
-	MinSamplesDefault   = 8
+	MinDefault           = 2
+	InitialDefault       = 16
+	ToleranceDefault     = 2
+	SlackDefault         = 10 * time.Millisecond
+	BackoffDefault       = 0.5
+	MinWindowDefault     = 100 * time.Millisecond
+	MinSamplesDefault    = 8
 	ProbeIntervalDefault = 30 * time.Second
 )
 
@@ -167,6 +169,7 @@ type Limiter struct {
 	// The open window.
 	winStart    time.Time
 	winSum      time.Duration
+	winMin      time.Duration
 	winN        int
 	winMaxIn    int
 	winOverload bool
@@ -190,16 +193,16 @@ func New(cfg Config) (*Limiter, error) {
 	}
 	var errs []error
 	if cfg.Min < 1 {
-		errs = append(errs, fmt.Errorf("Min %d must be at least 1", cfg.Min))
+		errs = append(errs, fmt.Errorf("the floor Min %d must be at least 1", cfg.Min))
 	}
 	if cfg.Backoff <= 0 || cfg.Backoff >= 1 {
-		errs = append(errs, fmt.Errorf("Backoff %v must be between 0 and 1", cfg.Backoff))
+		errs = append(errs, fmt.Errorf("the back-off factor Backoff %v must be between 0 and 1", cfg.Backoff))
 	}
 	if cfg.Tolerance <= 1 {
-		errs = append(errs, fmt.Errorf("Tolerance %v must be above 1", cfg.Tolerance))
+		errs = append(errs, fmt.Errorf("the tolerance Tolerance %v must be above 1", cfg.Tolerance))
 	}
 	if cfg.MinWindow < 0 || cfg.ProbeInterval < 0 || cfg.MinSamples < 1 || cfg.Slack < 0 {
-		errs = append(errs, errors.New("MinWindow, ProbeInterval, MinSamples and Slack must be positive"))
+		errs = append(errs, errors.New("the windows MinWindow, ProbeInterval, MinSamples and Slack must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("concurrency: %w", err)
@@ -411,6 +414,9 @@ func (l *Limiter) sample(now, start time.Time, rtt time.Duration) {
 	if l.noLoadRTT == 0 || rtt < l.noLoadRTT {
 		l.noLoadRTT = rtt
 	}
+	if l.winN == 0 || rtt < l.winMin {
+		l.winMin = rtt
+	}
 	l.winSum += rtt
 	l.winN++
 	l.maybeUpdate(now)
@@ -465,6 +471,8 @@ func (l *Limiter) maybeUpdate(now time.Time) {
 			L = (L + L*g + math.Sqrt(L)) / 2
 			l.slowStart = false
 		case appLimited:
+			// Few jobs in flight wait for nothing: the window is a probe.
+			l.noLoadRTT, l.lastProbe = l.winMin, now
 		case l.slowStart:
 			L *= 2
 		default:
