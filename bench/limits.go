@@ -64,6 +64,11 @@ type LatencyRun struct {
 	// ConcurrencyLimits are the workers' adaptive limits at the end of the
 	// run (orderworker_concurrency_limit).
 	ConcurrencyLimits []float64 `json:"concurrency_limits"`
+	// VsNoLatency is OrdersPerSecond ÷ the orders/s of the same workers
+	// with the simulator answering at once (Results.NoLatencyRun), measured
+	// just before: what the latency costs under the machine's load of the
+	// moment, which lowers both alike.
+	VsNoLatency float64 `json:"vs_no_latency"`
 	// HalfRate is the run at half OrdersPerSecond.
 	HalfRate   HalfRateRun `json:"half_rate"`
 	Violations int         `json:"violations"`
@@ -144,15 +149,38 @@ func limitRuns(ctx context.Context, o *options, res *Results, log *slog.Logger, 
 		}
 		return nil
 	}
-	for i, latency := range o.limitLatencies {
-		if i > 0 { // fresh workers: their limiters learn the new latency
-			if err := restart(nil); err != nil {
-				return err
-			}
+	// The reference: the same default workers, the simulator answering at
+	// once.
+	if err := sim.SetFaults(ctx, wechatsim.FaultConfig{}); err != nil {
+		return err
+	}
+	if _, err := measure(ctx, nc, st, sim, "sim-0ms-warmup", o.limitWarmup, 0); err != nil {
+		return err
+	}
+	ref, err := measure(ctx, nc, st, sim, "sim-0ms-2w-defaults", o.limitOrders, 0)
+	if err != nil {
+		return err
+	}
+	ref.Build, ref.Workers, ref.InFlight = "default", 2, 0
+	if res.Floor.CeilingOrdersPerSec > 0 {
+		ref.RatioToFloor = round3(ref.OrdersPerSec / res.Floor.CeilingOrdersPerSec)
+	}
+	if ref.TotalCPUPerOrderMS > 0 {
+		ref.CPURatioToFloor = round3(res.Floor.CPUPerOrderMS / ref.TotalCPUPerOrderMS)
+	}
+	res.NoLatencyRun = &ref
+	say("  %-24s %7.1f orders/s  CPU %.2fms/order (the reference)", ref.Name, ref.OrdersPerSec, ref.TotalCPUPerOrderMS)
+	for _, latency := range o.limitLatencies {
+		// Fresh workers: their limiters learn the new latency.
+		if err := restart(nil); err != nil {
+			return err
 		}
 		r, err := latencyRun(ctx, o, nc, st, sim, latency, say)
 		if err != nil {
 			return err
+		}
+		if ref.OrdersPerSec > 0 {
+			r.VsNoLatency = round3(r.OrdersPerSecond / ref.OrdersPerSec)
 		}
 		res.LatencyRuns = append(res.LatencyRuns, r)
 	}
@@ -325,14 +353,19 @@ func limitsMarkdown(r *Results) string {
 	var b strings.Builder
 	if len(r.LatencyRuns) > 0 {
 		fmt.Fprintf(&b, "## Latency runs (%s): 2 workers with default settings\n\n", r.LimitsDate.Format("2006-01-02 15:04 MST"))
-		b.WriteString("| run | sim latency | orders | orders/s | CPU ms/order | CPU-bound orders/s | latency_efficiency | limits at the end | p99 ms | half rate: offered | p50 ms | p99 ms | p99 goal ms | violations | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| run | sim latency | orders | orders/s | CPU ms/order | CPU-bound orders/s | latency_efficiency | ÷ orders/s at 0 ms | limits at the end | p99 ms | half rate: offered | p50 ms | p99 ms | p99 goal ms | violations | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, l := range r.LatencyRuns {
-			fmt.Fprintf(&b, "| %s | %.0f ms | %d | %.1f | %.2f | %.1f | **%.2f** | %v | %.0f | %.0f/s | %.1f | **%.1f** | %.0f | %d | %s → %s |\n",
+			fmt.Fprintf(&b, "| %s | %.0f ms | %d | %.1f | %.2f | %.1f | **%.2f** | %.2f | %v | %.0f | %.0f/s | %.1f | **%.1f** | %.0f | %d | %s → %s |\n",
 				l.Name, l.SimLatencyMS, l.Orders, l.OrdersPerSecond, l.TotalCPUPerOrderMS, l.CPUBoundOrdersPerSecond, l.LatencyEfficiency,
-				l.ConcurrencyLimits, l.P99MS, l.HalfRate.OfferedRate, l.HalfRate.P50MS, l.HalfRate.P99MS, l.HalfRate.P99GoalMS,
+				l.VsNoLatency, l.ConcurrencyLimits, l.P99MS, l.HalfRate.OfferedRate, l.HalfRate.P50MS, l.HalfRate.P99MS, l.HalfRate.P99GoalMS,
 				l.Violations+l.HalfRate.Violations, l.LoadBefore, l.LoadAfter)
 		}
-		b.WriteString("\nCPU-bound orders/s = cores ÷ the CPU per order of all the run's processes; latency_efficiency = orders/s ÷ that, i.e. the share of both cores the run's processes used (other work on the machine lowers it). The half-rate check offers half the run's orders/s; its goal is p99 < 50 ms + the simulated latency.\n\n")
+		if n := r.NoLatencyRun; n != nil && n.TotalCPUPerOrderMS > 0 {
+			fmt.Fprintf(&b, "| %s (reference) | 0 ms | %d | %.1f | %.2f | %.1f | %.2f | 1 | | %.0f | | | | | %d | |\n",
+				n.Name, n.Orders, n.OrdersPerSec, n.TotalCPUPerOrderMS, float64(r.Machine.CPUs)/(n.TotalCPUPerOrderMS/1000),
+				n.OrdersPerSec/(float64(r.Machine.CPUs)/(n.TotalCPUPerOrderMS/1000)), n.P99MS, n.Violations)
+		}
+		b.WriteString("\nCPU-bound orders/s = cores ÷ the CPU per order of all the run's processes; latency_efficiency = orders/s ÷ that, i.e. the share of both cores the run's processes used (other work on the machine lowers it). ÷ orders/s at 0 ms compares with the same default workers and the simulator answering at once, just before, under the same load. The half-rate check offers half the run's orders/s; its goal is p99 < 50 ms + the simulated latency.\n\n")
 	}
 	if l := r.RateLimitRun; l != nil {
 		fmt.Fprintf(&b, "## Rate-limit run: a merchant capped at %.0f requests/s, 2 workers\n\n", l.Cap)

@@ -97,6 +97,7 @@ type Results struct {
 	// LatencyRuns and RateLimitRun are the limit runs, done at LimitsDate.
 	LimitsDate   time.Time     `json:"limits_date"`
 	LatencyRuns  []LatencyRun  `json:"latency_runs"`
+	NoLatencyRun *Run          `json:"no_latency_run"`
 	RateLimitRun *RateLimitRun `json:"rate_limit_run"`
 	Notes        []string      `json:"notes"`
 }
