@@ -23,18 +23,20 @@
 // without a call (duplicates) or with a failed one give none. The limiter
 // keeps:
 //
-//   - noLoad, the no-load job time: the smallest sample since the last
-//     probe, or of the probe. A probe (as BBR's ProbeRTT) starts when a
-//     window closes ProbeInterval after the last one, out of slow start: it
-//     admits only max(Min, L/4) jobs until MinSamples jobs started during
-//     the probe have ended (or 4 × max(noLoad, MinWindow) passed), then
-//     noLoad is the smallest of their samples and L is what it was. Without
-//     probes, under a saturated CPU every sample includes a wait, the
-//     minimum would creep up with them and the limit with it; with them,
-//     noLoad follows WeChat Pay's latency up within ProbeInterval and down
-//     at once. A probe costs about two job times of lower throughput, so a
-//     window that was app-limited (below) with g = 1 stands for one: its
-//     jobs waited for nothing, and its smallest sample becomes noLoad;
+//   - noLoad, the no-load job time: the mean sample of the last probe, or
+//     the smallest mean sample of a window since (means, not single
+//     samples, so that the jitter of a shared machine does not set the
+//     target). A probe (as BBR's ProbeRTT) starts when a window closes
+//     ProbeInterval after the last one, out of slow start: it admits only
+//     max(Min, L/4) jobs until MinSamples jobs started during the probe
+//     have ended (or 4 × max(noLoad, MinWindow) passed); their mean becomes
+//     noLoad, and L is what it was. Without probes, under a saturated CPU
+//     every sample includes a wait, noLoad would creep up with them and the
+//     limit with it; with them, noLoad follows WeChat Pay's latency up
+//     within ProbeInterval and down at once. A probe costs about two job
+//     times of lower throughput, so a window that was app-limited (below)
+//     with g = 1 stands for one: its jobs waited for nothing, and its mean
+//     becomes noLoad;
 //   - windows of samples: a window closes with the first sample at least
 //     max(noLoad, MinWindow) after it opened and holding at least
 //     MinSamples samples: about once per job time, as TCP does once per
@@ -163,13 +165,12 @@ type Limiter struct {
 	noLoadRTT  time.Duration
 	probing    bool
 	probeStart time.Time
-	probeMin   time.Duration
+	probeSum   time.Duration
 	probeN     int
 	lastProbe  time.Time
 	// The open window.
 	winStart    time.Time
 	winSum      time.Duration
-	winMin      time.Duration
 	winN        int
 	winMaxIn    int
 	winOverload bool
@@ -403,19 +404,11 @@ func (l *Limiter) sample(now, start time.Time, rtt time.Duration) {
 	rtt = max(rtt, time.Microsecond)
 	if l.probing {
 		if !start.Before(l.probeStart) {
-			if l.probeN == 0 || rtt < l.probeMin {
-				l.probeMin = rtt
-			}
+			l.probeSum += rtt
 			l.probeN++
 		}
 		l.maybeEndProbe(now)
 		return
-	}
-	if l.noLoadRTT == 0 || rtt < l.noLoadRTT {
-		l.noLoadRTT = rtt
-	}
-	if l.winN == 0 || rtt < l.winMin {
-		l.winMin = rtt
 	}
 	l.winSum += rtt
 	l.winN++
@@ -432,7 +425,7 @@ func (l *Limiter) maybeEndProbe(now time.Time) {
 		return
 	}
 	if l.probeN > 0 {
-		l.noLoadRTT = l.probeMin
+		l.noLoadRTT = l.probeSum / time.Duration(l.probeN)
 	}
 	l.probing, l.lastProbe = false, now
 	l.winStart, l.winSum, l.winN, l.winMaxIn = now, 0, 0, l.inFlight // an overload seen stays
@@ -455,6 +448,13 @@ func (l *Limiter) maybeUpdate(now time.Time) {
 	if l.winN < l.cfg.MinSamples && !l.winOverload {
 		return
 	}
+	var rtt time.Duration
+	if l.winN > 0 {
+		rtt = l.winSum / time.Duration(l.winN)
+		if l.noLoadRTT == 0 || rtt < l.noLoadRTT {
+			l.noLoadRTT = rtt
+		}
+	}
 	old := l.admitted()
 	L := l.limit
 	switch {
@@ -462,7 +462,6 @@ func (l *Limiter) maybeUpdate(now time.Time) {
 		L *= l.cfg.Backoff
 		l.slowStart = false
 	case l.winN > 0:
-		rtt := l.winSum / time.Duration(l.winN)
 		target := time.Duration(l.cfg.Tolerance*float64(l.noLoad())) + l.cfg.Slack
 		g := min(1, max(0.5, float64(target)/float64(rtt)))
 		appLimited := float64(l.winMaxIn) < L/2
@@ -472,7 +471,7 @@ func (l *Limiter) maybeUpdate(now time.Time) {
 			l.slowStart = false
 		case appLimited:
 			// Few jobs in flight wait for nothing: the window is a probe.
-			l.noLoadRTT, l.lastProbe = l.winMin, now
+			l.noLoadRTT, l.lastProbe = rtt, now
 		case l.slowStart:
 			L *= 2
 		default:

@@ -18,10 +18,12 @@
 //
 // Rates (WECHAT_MERCHANT_QPS) give each merchant's requests per second, and
 // a default for the others (none: no limit). The GCRA allows a burst of
-// ⌈rate/10⌉ requests (a tenth of a second's worth, at least 1), then one
+// ⌈rate/4⌉ requests (a quarter of a second's worth, at least 1), then one
 // every 1/rate: in every window of t seconds at most burst + rate·t
-// requests start. WeChat Pay's own limit is per second, so requests that
-// reach it up to 0.9 s late or early relative to one another still fit.
+// requests start. The burst keeps the full rate when the worker asking is
+// late (a busy CPU) by up to a quarter second; WeChat Pay's own limit is per
+// second, so requests that reach it up to 0.75 s late or early relative to
+// one another still fit.
 //
 // # Waiting
 //
@@ -187,10 +189,10 @@ func New(cfg Config) (*Limiter, error) {
 		errs = append(errs, errors.New("missing Store"))
 	}
 	if cfg.Backoff <= 0 || cfg.Backoff >= 1 || cfg.MinFactor <= 0 || cfg.MinFactor > 1 {
-		errs = append(errs, errors.New("Backoff must be in (0, 1) and MinFactor in (0, 1]"))
+		errs = append(errs, errors.New("the factors Backoff must be in (0, 1) and MinFactor in (0, 1]"))
 	}
 	if cfg.Hold < 0 || cfg.Recovery <= 0 {
-		errs = append(errs, errors.New("Hold and Recovery must be positive"))
+		errs = append(errs, errors.New("the durations Hold and Recovery must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("ratelimit: %w", err)
@@ -230,8 +232,9 @@ func (l *Limiter) Rate(mchID string) float64 {
 	return r * l.factor(m, l.cfg.Now())
 }
 
-// Burst answers the burst of a rate: a tenth of a second's worth, at least 1.
-func Burst(rate float64) int { return max(1, int(math.Ceil(rate/10))) }
+// Burst answers the burst of a rate: a quarter of a second's worth, at
+// least 1.
+func Burst(rate float64) int { return max(1, int(math.Ceil(rate/4))) }
 
 // Wait blocks until a request of mchID may be sent, or answers ctx's error,
 // or the store's.

@@ -40,7 +40,7 @@ func TestParseRates(t *testing.T) {
 }
 
 func TestBurst(t *testing.T) {
-	for rate, want := range map[float64]int{0.5: 1, 1: 1, 10: 1, 11: 2, 100: 10, 1000: 100} {
+	for rate, want := range map[float64]int{0.5: 1, 1: 1, 4: 1, 5: 2, 100: 25, 1000: 250} {
 		if got := ratelimit.Burst(rate); got != want {
 			t.Errorf("Burst(%v) = %d, want %d", rate, got, want)
 		}
