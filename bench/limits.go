@@ -110,9 +110,13 @@ type RateLimitRun struct {
 	MeasuredSeconds       float64 `json:"measured_seconds"`
 	OrdersPerSecond       float64 `json:"orders_per_second"`
 	P99MS                 float64 `json:"p99_ms"`
-	Violations            int     `json:"violations"`
-	LoadBefore            string  `json:"load_avg_before"`
-	LoadAfter             string  `json:"load_avg_after"`
+	// TotalCPUPerOrderMS and CPUBoundOrdersPerSecond are as in
+	// LatencyRun: below the cap, the machine, not the limit, set the rate.
+	TotalCPUPerOrderMS      float64 `json:"total_cpu_per_order_ms"`
+	CPUBoundOrdersPerSecond float64 `json:"cpu_bound_orders_per_second"`
+	Violations              int     `json:"violations"`
+	LoadBefore              string  `json:"load_avg_before"`
+	LoadAfter               string  `json:"load_avg_after"`
 }
 
 // limitRuns starts a stack with two default workers and does the latency
@@ -274,6 +278,8 @@ func rateLimitRun(ctx context.Context, o *options, nc *nats.Conn, st *stack.Stac
 	if err != nil {
 		return r, err
 	}
+	procs := st.Processes()
+	cpuBefore := cpuSnapshot(procs)
 	var mu sync.Mutex
 	samples := []simSample{first}
 	sctx, stop := context.WithCancel(ctx)
@@ -299,10 +305,19 @@ func rateLimitRun(ctx context.Context, o *options, nc *nats.Conn, st *stack.Stac
 		Merchants: st.Merchants[:1], Orders: o.rateOrders, Rate: r.OfferedRate, MaxInFlight: 1024,
 		MaxCreatesPerOrder: 0, Wait: 120 * time.Second, Linger: 100 * time.Millisecond,
 	})
+	cpuAfter := cpuSnapshot(procs)
 	stop()
 	wg.Wait()
 	if err != nil {
 		return r, fmt.Errorf("rate-limit run: %w", err)
+	}
+	var cpu time.Duration
+	for k, v := range cpuAfter {
+		cpu += v - cpuBefore[k]
+	}
+	if n := rep.Published.Orders; n > 0 && cpu > 0 {
+		r.TotalCPUPerOrderMS = round3(float64(cpu) / float64(time.Millisecond) / float64(n))
+		r.CPUBoundOrdersPerSecond = round1(float64(runtime.NumCPU()) / (r.TotalCPUPerOrderMS / 1000))
 	}
 	last, err := sample()
 	if err != nil {
@@ -343,8 +358,9 @@ func rateLimitRun(ctx context.Context, o *options, nc *nats.Conn, st *stack.Stac
 	r.WithinFivePercent = math.Abs(r.WeChatRequestsPerSecond-r.Cap) <= 0.05*r.Cap
 	r.FrequencyLimited = last.limited - start.limited
 	r.FrequencyLimitedTotal = last.limited - first.limited
-	say("  rate-limit-2w            cap %.0f/s: %.1f requests/s at the simulator over %.1fs; FREQUENCY_LIMITED %d after the first second (%d in all); %d orders, violations %d; load %s → %s",
-		r.Cap, r.WeChatRequestsPerSecond, r.MeasuredSeconds, r.FrequencyLimited, r.FrequencyLimitedTotal, r.Orders, r.Violations, r.LoadBefore, r.LoadAfter)
+	say("  rate-limit-2w            cap %.0f/s: %.1f requests/s at the simulator over %.1fs; FREQUENCY_LIMITED %d after the first second (%d in all); %d orders, CPU %.2fms/order → CPU-bound %.0f/s, violations %d; load %s → %s",
+		r.Cap, r.WeChatRequestsPerSecond, r.MeasuredSeconds, r.FrequencyLimited, r.FrequencyLimitedTotal, r.Orders, r.TotalCPUPerOrderMS,
+		r.CPUBoundOrdersPerSecond, r.Violations, r.LoadBefore, r.LoadAfter)
 	return r, nil
 }
 
@@ -369,10 +385,10 @@ func limitsMarkdown(r *Results) string {
 	}
 	if l := r.RateLimitRun; l != nil {
 		fmt.Fprintf(&b, "## Rate-limit run: a merchant capped at %.0f requests/s, 2 workers\n\n", l.Cap)
-		b.WriteString("| cap | offered | orders | WeChat requests/s at the simulator | within 5 % | FREQUENCY_LIMITED after the first second | in all | measured over | violations | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|\n")
-		fmt.Fprintf(&b, "| %.0f/s | %.0f/s | %d | **%.1f** | %v | **%d** | %d | %.1f s | %d | %s → %s |\n\n",
+		b.WriteString("| cap | offered | orders | WeChat requests/s at the simulator | within 5 % | FREQUENCY_LIMITED after the first second | in all | measured over | CPU ms/order | CPU-bound orders/s | violations | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| %.0f/s | %.0f/s | %d | **%.1f** | %v | **%d** | %d | %.1f s | %.2f | %.0f | %d | %s → %s |\n\n",
 			l.Cap, l.OfferedRate, l.Orders, l.WeChatRequestsPerSecond, l.WithinFivePercent, l.FrequencyLimited, l.FrequencyLimitedTotal,
-			l.MeasuredSeconds, l.Violations, l.LoadBefore, l.LoadAfter)
+			l.MeasuredSeconds, l.TotalCPUPerOrderMS, l.CPUBoundOrdersPerSecond, l.Violations, l.LoadBefore, l.LoadAfter)
 		fmt.Fprintf(&b, "Workers: %s; the simulator answers %.0f ms after each request and 429 FREQUENCY_LIMITED above the cap.\n\n", l.WorkerSettings, l.SimLatencyMS)
 	}
 	return b.String()
