@@ -98,6 +98,10 @@ demo: ## Run the whole product on this machine (embedded NATS, simulator with fa
 bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md} (about 3 minutes).
 	$(GO) run ./bench
 
+.PHONY: bench/latency
+bench/latency: ## Only the runs of the adaptive concurrency limit (100 and 300 ms WeChat Pay) and of a shared merchant rate limit; updates those figures of bench/results/latest.{json,md}.
+	$(GO) run ./bench -only-limits
+
 CHAOS_ORDERS       ?= 10000
 CHAOS_SHORT_ORDERS ?= 2000
 

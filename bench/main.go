@@ -19,10 +19,12 @@
 //     (cores ÷ floor CPU per order).
 //
 // Runs: 1 worker at peak, 2 workers at peak (the scale check: same machine,
-// same total CPU), 2 workers at half the peak rate (latency), 2 workers with
-// the simulator answering after 100 ms (throughput bound by in-flight jobs ÷
-// latency), and, when cgo works, 2 workers built with
-// GOEXPERIMENT=boringcrypto.
+// same total CPU), 2 workers at half the peak rate (latency), and, when cgo
+// works, 2 workers built with GOEXPERIMENT=boringcrypto. Then, on a stack of
+// its own with two workers with default settings, the runs of the adaptive
+// concurrency limit at WeChat Pay's latency and of a merchant's shared rate
+// limit (limits.go); `bench -only-limits` (`make bench/latency`) does just
+// those and keeps the other figures of latest.json.
 package main
 
 import (
@@ -54,7 +56,6 @@ import (
 	"github.com/wxcombine/orderworker/loadgen"
 	"github.com/wxcombine/orderworker/loadgen/stack"
 	"github.com/wxcombine/orderworker/wechat"
-	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
 
 func main() {
@@ -68,11 +69,19 @@ func main() {
 }
 
 type options struct {
-	orders, latencyOrders, inFlight, latencyInFlight int
-	out                                              string
-	micro, boring, e2e                               bool
-	benchtime                                        string
-	runs                                             map[string]bool
+	orders, inFlight   int
+	out                string
+	micro, boring, e2e bool
+	benchtime          string
+	runs               map[string]bool
+
+	// The limit runs (limits.go).
+	limits, onlyLimits       bool
+	limitLatencies           []time.Duration
+	limitOrders, limitWarmup int
+	halfSeconds              float64
+	rateCap                  float64
+	rateOrders               int
 }
 
 // wants reports whether the run name was asked for with -runs.
@@ -85,7 +94,12 @@ type Results struct {
 	Floor   Floor     `json:"floor"`
 	Micro   []Micro   `json:"micro"`
 	Runs    []Run     `json:"runs"`
-	Notes   []string  `json:"notes"`
+	// LatencyRuns and RateLimitRun are the limit runs, done at LimitsDate.
+	LimitsDate   time.Time     `json:"limits_date"`
+	LatencyRuns  []LatencyRun  `json:"latency_runs"`
+	NoLatencyRun *Run          `json:"no_latency_run"`
+	RateLimitRun *RateLimitRun `json:"rate_limit_run"`
+	Notes        []string      `json:"notes"`
 }
 
 // Machine describes where the figures were measured.
@@ -164,20 +178,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.orders, "orders", 5000, "orders per peak run")
-	fs.IntVar(&o.latencyOrders, "latency-orders", 2000, "orders of the slow-simulator run")
 	fs.IntVar(&o.inFlight, "in-flight", 32, "WORKER_IN_FLIGHT of the peak runs")
-	fs.IntVar(&o.latencyInFlight, "latency-in-flight", 8, "WORKER_IN_FLIGHT of the slow-simulator run")
 	fs.StringVar(&o.out, "out", "bench/results", "directory of latest.json and latest.md")
 	fs.BoolVar(&o.micro, "micro", true, "run the Go micro-benchmarks")
 	fs.BoolVar(&o.e2e, "e2e", true, "run the end-to-end benchmark")
 	fs.BoolVar(&o.boring, "boring", true, "also run with GOEXPERIMENT=boringcrypto when cgo works")
 	fs.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime of the micro-benchmarks")
-	runs := fs.String("runs", "", "comma-separated end-to-end runs to do (peak-1w, peak-2w, half-rate-2w, sim-100ms-2w); default all")
+	runs := fs.String("runs", "", "comma-separated end-to-end runs to do (peak-1w, peak-2w, half-rate-2w); default all")
+	fs.BoolVar(&o.limits, "limits", true, "do the limit runs (latency_runs, rate_limit_run)")
+	fs.BoolVar(&o.onlyLimits, "only-limits", false, "do only the limit runs, keeping the other figures of latest.json")
+	latencies := fs.String("limit-latencies", "100ms,300ms", "simulated WeChat Pay latencies of the latency runs")
+	fs.IntVar(&o.limitOrders, "limit-orders", 6000, "orders of each latency run")
+	fs.IntVar(&o.limitWarmup, "limit-warmup", 1000, "orders before each latency run, while the limiters find their level")
+	fs.Float64Var(&o.halfSeconds, "half-seconds", 8, "seconds of orders of each half-rate check")
+	fs.Float64Var(&o.rateCap, "rate-cap", 100, "requests/s cap of the rate-limit run's merchant; 0 skips the run")
+	fs.IntVar(&o.rateOrders, "rate-orders", 2000, "orders of the rate-limit run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	for l := range strings.SplitSeq(*latencies, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(l))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("-limit-latencies: %q is not a positive duration", l)
+		}
+		o.limitLatencies = append(o.limitLatencies, d)
 	}
 	if *runs != "" {
 		o.runs = map[string]bool{}
@@ -189,6 +216,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res := &Results{Date: time.Now().UTC(), Machine: machine()}
 	res.Machine.LoadBefore = loadAvg()
 	say := func(format string, args ...any) { fmt.Fprintf(stdout, "bench: "+format+"\n", args...) }
+	if o.onlyLimits {
+		mergeLatest(o.out, res)
+		res.LimitsDate = time.Now().UTC()
+		if err := limitRuns(ctx, o, res, log, say); err != nil {
+			return err
+		}
+		return writeResults(o, res, stdout, say)
+	}
 
 	say("measuring the floor (RSA-2048 sign and verify on one core) …")
 	floor, err := measureFloor()
@@ -216,8 +251,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := endToEnd(ctx, o, res, boringOK, log, say); err != nil {
 			return err
 		}
+		if o.limits {
+			res.LimitsDate = time.Now().UTC()
+			if err := limitRuns(ctx, o, res, log, say); err != nil {
+				return err
+			}
+		}
 	}
 	res.Machine.LoadAfter = loadAvg()
+	return writeResults(o, res, stdout, say)
+}
+
+// writeResults writes latest.json and latest.md, and fails on correctness
+// violations.
+func writeResults(o *options, res *Results, stdout io.Writer, say func(string, ...any)) error {
 	if err := os.MkdirAll(o.out, 0o750); err != nil {
 		return err
 	}
@@ -238,6 +285,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if r.Violations > 0 {
 			return fmt.Errorf("run %s: %d correctness violations", r.Name, r.Violations)
 		}
+	}
+	for _, r := range res.LatencyRuns {
+		if r.Violations+r.HalfRate.Violations > 0 {
+			return fmt.Errorf("run %s: %d correctness violations", r.Name, r.Violations+r.HalfRate.Violations)
+		}
+	}
+	if r := res.RateLimitRun; r != nil && r.Violations > 0 {
+		return fmt.Errorf("rate-limit run: %d correctness violations", r.Violations)
 	}
 	return nil
 }
@@ -479,28 +534,7 @@ func scenarios(ctx context.Context, o *options, res *Results, st *stack.Stack, b
 			return err
 		}
 	}
-	if !o.wants("sim-100ms-2w") {
-		return nil
-	}
-	// The slow simulator: restart the workers with fewer jobs in flight,
-	// so the bound is well below the CPU ceiling.
-	for _, w := range st.Workers() {
-		if err := stack.Stop(w); err != nil {
-			return err
-		}
-	}
-	env := map[string]string{"WORKER_IN_FLIGHT": strconv.Itoa(o.latencyInFlight)}
-	for range 2 {
-		if _, err := st.AddWorker(ctx, env); err != nil {
-			return err
-		}
-	}
-	const latency = 100 * time.Millisecond
-	if err := sim.SetFaults(ctx, wechatsim.FaultConfig{Latency: latency}); err != nil {
-		return err
-	}
-	_, err = load("sim-100ms-2w", 2, o.latencyInFlight, o.latencyOrders, 0, latency)
-	return err
+	return nil
 }
 
 // measure publishes orders and answers the run's figures, CPU per process
@@ -602,6 +636,7 @@ func markdown(r *Results) string {
 		}
 		b.WriteString("\nratio_to_floor = orders/s ÷ (cores ÷ floor CPU per order). floor ÷ CPU = floor CPU per order ÷ measured CPU per order of all the run's processes: the ratio the run would reach with both cores to itself.\n\n")
 	}
+	b.WriteString(limitsMarkdown(r))
 	if len(r.Micro) > 0 {
 		b.WriteString("## Go benchmarks\n\n| package | benchmark | build | ns/op | other |\n|---|---|---|---|---|\n")
 		for _, m := range r.Micro {

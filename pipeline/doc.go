@@ -91,9 +91,12 @@
 //
 // # Concurrency and shutdown
 //
-// The Runner pulls one message at a time (PullMaxMessages(1)), only when one
-// of its RunnerConfig.InFlight long-lived goroutines is free, so no pulled
-// job waits in the client while its AckWait runs. Each job runs under
+// The Runner pulls one message at a time (PullMaxMessages(1)), only when its
+// RunnerConfig.Limiter (package concurrency: an adaptive limit up to
+// InFlight) admits one more job and so one of its InFlight long-lived
+// goroutines is free, so no pulled job waits in the client while its AckWait
+// runs. Before each create call a job waits for its merchant's rate budget
+// (Config.Limiter, package ratelimit) without holding its slot. Each job runs under
 // JobTimeout (shorter than AckWait) with InProgress every HeartbeatInterval. When Run's context
 // ends, it stops pulling, lets in-flight jobs finish for ShutdownGrace,
 // then cancels them: each releases its claim and is handed back.

@@ -26,6 +26,7 @@ package pipeline
 // outcome's Nats-Msg-Id make the second one a duplicate.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
 )
 
 // SweepIntervalDefault is how often a worker looks for jobs at the delivery
@@ -61,32 +64,39 @@ func AdvisoryStream(jobsStream string) string { return jobsStream + "_ADVISORIES
 
 func (r *Runner) advisoryStreamName() string { return AdvisoryStream(r.cfg.JobsStream) }
 
-// advisoryStream is the stream that makes the advisories durable. They are
-// kept as long as jobs are.
-func (r *Runner) advisoryStream() jetstream.StreamConfig {
+// AdvisoryStream answers the stream that makes the MAX_DELIVERIES
+// advisories of the jobs consumer durable. They are kept as long as jobs
+// are.
+func (t Topology) AdvisoryStream() jetstream.StreamConfig {
+	jobs := cmp.Or(t.JobsStream, events.StreamJobs)
 	return jetstream.StreamConfig{
-		Name:        r.advisoryStreamName(),
-		Description: "MAX_DELIVERIES advisories of " + r.cfg.JobsStream + ", until a worker settles their job",
-		Subjects:    []string{AdvisoryMaxDeliveries(r.cfg.JobsStream, r.cfg.Consumer)},
+		Name:        AdvisoryStream(jobs),
+		Description: "MAX_DELIVERIES advisories of " + jobs + ", until a worker settles their job",
+		Subjects:    []string{AdvisoryMaxDeliveries(jobs, cmp.Or(t.Consumer, ConsumerDefault))},
 		Retention:   jetstream.WorkQueuePolicy,
-		MaxAge:      r.cfg.JobsMaxAge,
+		MaxAge:      t.JobsMaxAge,
+		Storage:     t.Storage,
+		Replicas:    max(t.Replicas, 1),
 	}
 }
 
-func (r *Runner) advisoryConsumer() jetstream.ConsumerConfig {
+// AdvisoryConsumer answers the durable consumer of AdvisoryStream.
+func (t Topology) AdvisoryConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:     r.cfg.Consumer + "-advisories",
+		Durable:     cmp.Or(t.Consumer, ConsumerDefault) + "-advisories",
 		Description: "order workers: settle jobs at the delivery limit",
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     time.Minute,
-		Replicas:    r.cfg.Replicas,
+		Replicas:    max(t.Replicas, 1),
 	}
 }
+
+func (r *Runner) advisoryConsumer() jetstream.ConsumerConfig { return r.topology().AdvisoryConsumer() }
 
 // ensureAdvisories creates (or, in StreamsVerify mode, checks) the stream
 // that captures the MAX_DELIVERIES advisories and its durable consumer.
 func (r *Runner) ensureAdvisories(ctx context.Context, mode StreamsMode) error {
-	want, cc := r.advisoryStream(), r.advisoryConsumer()
+	want, cc := r.topology().AdvisoryStream(), r.topology().AdvisoryConsumer()
 	if mode == StreamsVerify {
 		s, err := r.cfg.JetStream.Stream(ctx, want.Name)
 		if err != nil {
@@ -97,7 +107,6 @@ func (r *Runner) ensureAdvisories(ctx context.Context, mode StreamsMode) error {
 		}
 		return nil
 	}
-	want.Storage, want.Replicas = r.cfg.Storage, r.cfg.Replicas
 	if _, err := r.cfg.JetStream.CreateOrUpdateStream(ctx, want); err != nil {
 		return fmt.Errorf("pipeline: stream %s: %w", want.Name, err)
 	}

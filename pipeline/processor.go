@@ -161,6 +161,8 @@ type Config struct {
 	// redelivery spent), before it tries an unreachable store again.
 	// Defaults to 5s.
 	StoreRetryDelay time.Duration
+	// Limiter paces the creates of each merchant. Defaults to none.
+	Limiter CallLimiter
 	// Metrics records the pipeline's metrics. Defaults to none.
 	Metrics *metrics.Worker
 	// Logger receives one record per settled job, Warn per retry, Error for
@@ -510,9 +512,14 @@ func (p *Processor) pay(ctx context.Context, j *job, token uint64) error {
 func (p *Processor) create(ctx context.Context, j *job) (*wechat.PrepayResult, error) {
 	payCtx, cancel := context.WithTimeout(ctx, p.cfg.Lease-time.Second)
 	defer cancel()
-	return retryCall(payCtx, p, j, "create_"+string(j.job.TradeType), func(ctx context.Context) (*wechat.PrepayResult, error) {
+	// The merchant's rate budget is waited for outside the call's own
+	// timeout, and without holding a concurrency slot.
+	wait := func() error { return p.waitCall(payCtx, j.key.MchID) }
+	return retryCall(payCtx, p, j, "create_"+string(j.job.TradeType), wait, func(callCtx context.Context) (*wechat.PrepayResult, error) {
 		j.attempts++
-		return p.cfg.Payer.CreateCombineOrder(ctx, j.job.TradeType, &j.job.Request)
+		res, err := p.cfg.Payer.CreateCombineOrder(callCtx, j.job.TradeType, &j.job.Request)
+		p.observeCall(ctx, j.key.MchID, err)
+		return res, err
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxcombine/orderworker/concurrency"
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/metrics"
 )
@@ -21,8 +22,8 @@ const (
 	ConsumerDefault          = "orderworker"
 	AckWaitDefault           = 60 * time.Second
 	JobTimeoutDefault        = 45 * time.Second
-	InFlightDefault          = 4
-	MaxAckPendingDefault     = 256
+	InFlightDefault          = 256 // a ceiling: the Limiter finds the level
+	MaxAckPendingDefault     = 16 * InFlightDefault
 	DuplicateWindowDefault   = 10 * time.Minute
 	JobsMaxAgeDefault        = 24 * time.Hour
 	EventsMaxAgeDefault      = 7 * 24 * time.Hour
@@ -76,10 +77,15 @@ type RunnerConfig struct {
 	// for naks); at most MaxDeliver values. Defaults to none.
 	BackOff []time.Duration
 	// MaxAckPending caps unacknowledged jobs over all workers; it should
-	// be at least workers × InFlight. Defaults to 256.
+	// be at least workers × InFlight. Defaults to 4096.
 	MaxAckPending int
-	// InFlight is how many jobs this worker handles at once. Defaults to 4.
+	// InFlight is the most jobs this worker handles at once: the ceiling
+	// of Limiter. Defaults to 256.
 	InFlight int
+	// Limiter adapts how many jobs are in flight, up to InFlight; its Max
+	// must not exceed InFlight. Defaults to a concurrency.Limiter with Max
+	// InFlight and the package's defaults.
+	Limiter *concurrency.Limiter
 	// JobTimeout bounds one delivery's work; it must be shorter than
 	// AckWait. Defaults to 45s.
 	JobTimeout time.Duration
@@ -186,6 +192,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	if cfg.HeartbeatInterval >= cfg.AckWait {
 		errs = append(errs, fmt.Errorf("heartbeat interval %s must be shorter than AckWait %s", cfg.HeartbeatInterval, cfg.AckWait))
 	}
+	errs = append(errs, cfg.defaultLimiter())
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("pipeline: runner: %w", err)
 	}
@@ -241,9 +248,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		it.Drain()
 	}()
 	// InFlight long-lived goroutines handle the jobs: their stacks, grown
-	// by the signing and HTTP code, are kept from job to job. A slot is
-	// taken before each pull, so a pulled job never waits for a goroutine.
-	sem := make(chan struct{}, r.cfg.InFlight)
+	// by the signing and HTTP code, are kept from job to job. A slot of the
+	// limiter is taken before each pull, so a pulled job never waits for a
+	// goroutine.
+	lim := r.cfg.Limiter
 	jobs := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range r.cfg.InFlight {
@@ -251,22 +259,25 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() { // Owned by Run: ends when jobs is closed after the loop.
 			defer wg.Done()
 			for msg := range jobs {
-				r.handle(workCtx, msg)
-				<-sem
+				jobCtx, slot := lim.Start(workCtx)
+				r.handle(jobCtx, msg)
+				slot.Done()
 			}
 		}()
 	}
 	r.log.InfoContext(ctx, "worker consuming", slog.String("stream", r.cfg.JobsStream), slog.String("consumer", r.cfg.Consumer),
 		slog.Int("in_flight", r.cfg.InFlight))
 	for {
-		sem <- struct{}{}
-		if !r.waitStore(ctx) {
-			<-sem
+		if err := lim.Acquire(workCtx); err != nil { // workCtx ends after the loop
+			break
+		}
+		if !r.waitStore(ctx) { // no new job while the store is down
+			lim.Cancel()
 			break
 		}
 		msg, err := it.Next()
 		if err != nil {
-			<-sem
+			lim.Cancel()
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				break
 			}

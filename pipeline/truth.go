@@ -212,7 +212,7 @@ func tradeStates(o *wechat.CombineOrder) []string {
 
 // query asks WeChat Pay for the order, retrying what may be retried.
 func (p *Processor) query(ctx context.Context, j *job) (*wechat.CombineOrder, error) {
-	return retryCall(ctx, p, j, "query", func(ctx context.Context) (*wechat.CombineOrder, error) {
+	return retryCall(ctx, p, j, "query", nil, func(ctx context.Context) (*wechat.CombineOrder, error) {
 		return p.cfg.Payer.QueryByOutTradeNo(ctx, j.key.MchID, j.key.OutTradeNo)
 	})
 }
@@ -220,17 +220,25 @@ func (p *Processor) query(ctx context.Context, j *job) (*wechat.CombineOrder, er
 // close closes the order at WeChat Pay, retrying what may be retried.
 func (p *Processor) close(ctx context.Context, j *job) error {
 	req := wechat.CloseRequestFor(&j.job.Request)
-	_, err := retryCall(ctx, p, j, "close", func(ctx context.Context) (struct{}, error) {
+	_, err := retryCall(ctx, p, j, "close", nil, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, p.cfg.Payer.Close(ctx, j.key.MchID, j.key.OutTradeNo, &req)
 	})
 	return err
 }
 
 // retryCall makes one WeChat Pay call with the in-process retry policy.
-func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, call func(context.Context) (T, error)) (T, error) {
+// wait, when set, runs before each attempt, outside its timeout (the
+// merchant's rate budget); its error ends the retries.
+func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, wait func() error, call func(context.Context) (T, error)) (T, error) {
 	retries := uint64(max(p.cfg.Retry.MaxAttempts-1, 0)) //nolint:gosec // not negative
 	b := backoff.WithContext(backoff.WithMaxRetries(p.cfg.Retry.backOff(), retries), ctx)
 	return backoff.RetryNotifyWithData(func() (T, error) {
+		if wait != nil {
+			if err := wait(); err != nil {
+				var zero T
+				return zero, backoff.Permanent(err)
+			}
+		}
 		callCtx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 		defer cancel()
 		start := p.cfg.NowFunc()

@@ -16,6 +16,7 @@ import (
 	"github.com/wxcombine/orderworker/idempotency"
 	envconfig "github.com/wxcombine/orderworker/internal/config"
 	"github.com/wxcombine/orderworker/pipeline"
+	"github.com/wxcombine/orderworker/ratelimit"
 	"github.com/wxcombine/orderworker/wechat"
 )
 
@@ -58,14 +59,18 @@ var settings = []setting{
 	{"CONSUMER_NAME", pipeline.ConsumerDefault, "durable consumer name"},
 	{"ACK_WAIT", "60s", "consumer AckWait"},
 	{"MAX_DELIVER", "10", "consumer MaxDeliver: the delivery that reaches it dead-letters"},
-	{"MAX_ACK_PENDING", "256", "consumer MaxAckPending, at least replicas × WORKER_IN_FLIGHT"},
+	{"MAX_ACK_PENDING", "4096", "consumer MaxAckPending, at least replicas × WORKER_IN_FLIGHT"},
 	{"CONSUMER_BACKOFF", "", "consumer BackOff for unacknowledged jobs, comma-separated durations"},
 	{"REDELIVERY_DELAYS", "2s,5s,15s,30s,1m,2m,5m", "NakWithDelay after each delivery that ran out of retries; the last repeats"},
 	{"RETRY_INITIAL_INTERVAL", "500ms", "delay before the first in-process retry of a WeChat Pay call"},
 	{"RETRY_MAX_INTERVAL", "4s", "largest delay between in-process retries"},
 	{"RETRY_MAX_ATTEMPTS", "4", "WeChat Pay calls per delivery, the first included"},
 	{"RETRY_MAX_ELAPSED", "15s", "budget of one delivery's calls and retry delays"},
-	{"WORKER_IN_FLIGHT", "4", "jobs handled at once by this worker"},
+	// Concurrency and rate limits (limits.go).
+	{"WORKER_IN_FLIGHT", "256", "most jobs handled at once by this worker: the ceiling of its adaptive limit"},
+	{"WORKER_IN_FLIGHT_MIN", "2", "floor of the adaptive limit; WORKER_IN_FLIGHT for a fixed one"},
+	{"WECHAT_MERCHANT_QPS", "", "WeChat Pay requests/s per merchant over all workers: <mchid>=<rate>,…,*=<default>; none: no limit"},
+	{"RATELIMIT_KV_BUCKET", ratelimit.KVBucketDefault, "KV bucket of the rate limits (kv backend)"},
 	{"JOB_TIMEOUT", "45s", "deadline of one delivery, shorter than ACK_WAIT"},
 	{"SHUTDOWN_GRACE", "25s", "time in-flight jobs get to finish after SIGTERM"},
 	{"MAX_JOB_BYTES", strconv.Itoa(events.MaxJobSize), "largest job body accepted"},
@@ -125,6 +130,7 @@ type config struct {
 	Redelivery               []time.Duration
 	Retry                    pipeline.RetryPolicy
 	InFlight                 int
+	Limits                   limits
 	JobTimeout               time.Duration
 	ShutdownGrace            time.Duration
 	MaxJobBytes              int
@@ -250,6 +256,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.Reconcile = loadReconcile(l, c.Backend, c.DuplicateWindow)
 	c.MerchantFiles = loadMerchantFiles(l)
+	c.Limits = loadLimits(l, c.InFlight)
 	c.PprofEnabled = l.Boolean("PPROF_ENABLED")
 	if lv := l.Str("LOG_LEVEL"); c.LogLevel.UnmarshalText([]byte(lv)) != nil {
 		l.Fail("LOG_LEVEL", "%q is not debug, info, warn or error", lv)

@@ -66,7 +66,7 @@ func TestLoadConfig(t *testing.T) {
 		wantErr []string // substrings, all in one error
 	}{
 		{name: "defaults", env: base, check: func(t *testing.T, c config) {
-			if c.NATS.URL != "nats://127.0.0.1:4222" || c.AdminAddr != "127.0.0.1:8081" || c.InFlight != 4 || c.AckWait != 60*time.Second ||
+			if c.NATS.URL != "nats://127.0.0.1:4222" || c.AdminAddr != "127.0.0.1:8081" || c.InFlight != 256 || c.MaxAckPending != 4096 || c.Limits.InFlightMin != 2 || c.Limits.Rates.Limited() || c.AckWait != 60*time.Second ||
 				c.MaxDeliver != 10 || c.JobTimeout != 45*time.Second || c.Backend != "redis" || c.Storage != jetstream.FileStorage ||
 				c.Subjects.Prefix != "combine" || c.Flavour != wechat.FlavourMerchant || c.WeChatBaseURL != wechat.BaseURLDefault {
 				t.Errorf("defaults = %+v", c)

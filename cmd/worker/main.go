@@ -200,12 +200,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer closeSeen()
+	lims, err := openLimits(ctx, cfg, js, reg)
+	if err != nil {
+		return err
+	}
+	defer lims.close()
 
 	proc, err := pipeline.New(pipeline.Config{
 		Payer: meteredPayer{Payer: client, m: m}, Signer: client, Store: store, Publisher: pipeline.JetStreamPublisher{JetStream: js}, Flavour: cfg.Flavour,
 		Subjects: cfg.Subjects, MaxJobSize: cfg.MaxJobBytes, Lease: cfg.Lease, OutcomeTTL: cfg.OutcomeTTL,
 		CallTimeout: cfg.WeChatCallTimeout, Retry: cfg.Retry, Redelivery: cfg.Redelivery, MaxDeliver: cfg.MaxDeliver,
-		Metrics: m, Logger: log,
+		Limiter: lims.calls, Metrics: m, Logger: log,
 		Reconcile: cfg.Reconcile.Enabled, Seen: seen, SeenTTL: cfg.Reconcile.SeenTTL, NotifyURLBase: cfg.Reconcile.NotifyURLBase,
 	})
 	if err != nil {
@@ -217,7 +222,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		StreamsManage: cfg.StreamsManage, MaxJobBytes: cfg.MaxJobBytes,
 		Storage: cfg.Storage, JobsMaxAge: cfg.JobsMaxAge, EventsMaxAge: cfg.EventsMaxAge, DeadLettersMaxAge: cfg.DeadLettersMaxAge,
 		DuplicateWindow: cfg.DuplicateWindow, AckWait: cfg.AckWait, BackOff: cfg.ConsumerBackOff, MaxAckPending: cfg.MaxAckPending,
-		InFlight: cfg.InFlight, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
+		InFlight: cfg.InFlight, Limiter: lims.concurrency, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace, Metrics: m, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -77,6 +77,9 @@ func TestStreamFiles(t *testing.T) {
 		want[s.Name+".json"] = s
 	}
 	want[top.Streams()[0].Name+"."+top.ConsumerConfig().Durable+".json"] = top.ConsumerConfig()
+	adv := top.AdvisoryStream()
+	want[adv.Name+".json"] = adv
+	want[adv.Name+"."+top.AdvisoryConsumer().Durable+".json"] = top.AdvisoryConsumer()
 	if *update {
 		if err := os.MkdirAll(natsDir, 0o755); err != nil {
 			t.Fatal(err)
