@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -166,7 +167,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	return &Handler{
 		merchants: ms,
-		pub:       cfg.Publisher,
+		pub:       tracing.WrapJetStream(cfg.Publisher),
 		subject:   cfg.Subjects.PaymentSucceeded(),
 		stream:    cfg.Stream,
 		maxBody:   cfg.MaxBodySize,
@@ -241,6 +242,8 @@ type wireBody struct {
 // the order of checks and the answers.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r, span := tracing.StartServer(r, "POST "+PathPrefix+"{mchid}")
+	defer span.End()
 	mchID, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	log := h.log.With(slog.String("mchid", safeID(mchID)))
 	res, err := h.serve(w, r, mchID, ok, &log)
@@ -251,6 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status, wireBody{Code: "FAIL", Message: a.message})
 	}
 	h.metrics.Notification(string(res))
+	endSpan(span, res, err)
 	attrs := []any{slog.String("result", string(res)), slog.Duration("duration", time.Since(start))}
 	switch {
 	case err == nil:
@@ -299,6 +303,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 		return res, err
 	}
 	tx := &n.Transaction
+	traceNotification(r.Context(), n)
 	*log = (*log).With(slog.String("notification_id", n.Envelope.ID),
 		slog.String("combine_out_trade_no", tx.CombineOutTradeNo), slog.Int("sub_orders", len(tx.SubOrders)))
 
@@ -313,7 +318,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 	defer cancel()
 	pubStart := time.Now()
 	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.stream))
-	h.metrics.Publish(time.Since(pubStart))
+	h.metrics.PublishContext(ctx, time.Since(pubStart))
 	if err != nil {
 		return ResultPublishError, fmt.Errorf("publish %s: %w", h.subject, err)
 	}

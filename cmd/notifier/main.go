@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/notifier"
 )
@@ -67,7 +68,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := slog.New(tracing.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel})))
+	stopTracing, err := tracing.Setup(ctx, "orderworker-notifier")
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* environment): %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			logger.Warn("tracing shutdown", slog.Any("error", err))
+		}
+	}()
 	merchants, err := loadMerchants(cfg)
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxcombine/orderworker/idempotency"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/wechat"
@@ -87,7 +88,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel})))
+	stopTracing, err := tracing.Setup(ctx, "orderworker")
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* environment): %w", err)
+	}
+	defer flushTraces(stopTracing, log)
 	merchants, err := loadMerchants(cfg.MerchantFiles)
 	if err != nil {
 		return err
@@ -175,6 +181,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("worker exited")
 	return nil
+}
+
+// flushTraces exports the spans still buffered, within five seconds.
+func flushTraces(stop func(context.Context) error, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := stop(ctx); err != nil {
+		log.Warn("tracing shutdown", slog.Any("error", err))
+	}
 }
 
 // loadMerchants loads every merchant and reports every failure at once.
@@ -270,7 +285,7 @@ func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready fun
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})) // exemplars
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
