@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,8 @@ type workerOpts struct {
 	// sweepMinAge, if set, is the age past which the sweep settles a job
 	// stuck below the ack floor.
 	sweepMinAge time.Duration
+	// logger receives the processor's records; none if nil.
+	logger *slog.Logger
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -118,7 +121,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 		CallTimeout: 400 * time.Millisecond, Lease: 2 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Second},
 		Redelivery: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}, MaxDeliver: cmp.Or(o.maxDeliver, 30),
-		StoreRetryDelay: 200 * time.Millisecond,
+		StoreRetryDelay: 200 * time.Millisecond, Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatal(err)
