@@ -314,7 +314,7 @@ func noPayerInSpans(t *testing.T, spans tracetest.SpanStubs, openid string) {
 			kvs = append(kvs, ev.Attributes...)
 		}
 		for _, kv := range kvs {
-			if strings.Contains(kv.Value.Emit(), openid) {
+			if strings.Contains(kv.Value.String(), openid) {
 				t.Errorf("span %q attribute %s holds the payer's openid", sp.Name, kv.Key)
 			}
 		}
