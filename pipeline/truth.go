@@ -201,7 +201,7 @@ func (p *Processor) close(ctx context.Context, j *job) error {
 func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, call func(context.Context) (T, error)) (T, error) {
 	retries := uint64(max(p.cfg.Retry.MaxAttempts-1, 0)) //nolint:gosec // not negative
 	b := backoff.WithContext(backoff.WithMaxRetries(p.cfg.Retry.backOff(), retries), ctx)
-	ctx, calls := tracing.StartCalls(ctx, "wechat "+op)
+	ctx, calls := tracing.StartCalls(ctx, op)
 	v, err := backoff.RetryNotifyWithData(func() (T, error) {
 		callCtx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 		defer cancel()

@@ -87,7 +87,10 @@ func StartJob(ctx context.Context, op, subject string, h nats.Header, md *jetstr
 // startPublish starts the producer span of one message and injects its
 // context into the message's headers.
 func startPublish(ctx context.Context, msg *nats.Msg) (context.Context, trace.Span) {
-	ctx, span := Start(ctx, "publish "+msg.Subject, trace.WithSpanKind(trace.SpanKindProducer))
+	span := trace.SpanFromContext(ctx)
+	if Enabled() {
+		ctx, span = Start(ctx, "publish "+msg.Subject, trace.WithSpanKind(trace.SpanKindProducer))
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "send"),
 			attribute.String("messaging.destination.name", msg.Subject), attribute.String("messaging.message.id", msg.Header.Get(nats.MsgIdHdr)))
