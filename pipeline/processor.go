@@ -652,7 +652,7 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		Attempts:          j.attempts,
 		CreatedAt:         p.cfg.NowFunc().UTC(),
 	}
-	_, span := tracing.Start(ctx, "sign pay parameters")
+	span := startSign(ctx, j.job.TradeType)
 	params, err := p.payParams(j, res.PrepayID)
 	tracing.End(span, err)
 	if err != nil {

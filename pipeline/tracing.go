@@ -9,7 +9,7 @@ package pipeline
 //	│   │   └── POST                  the HTTP exchange (wechat.Client's transport)
 //	│   ├── retry wait                retry.delay_ms, retry.cause
 //	│   └── attempt …
-//	├── sign pay parameters           jsapi, miniprogram, app
+//	├── sign pay parameters           jsapi, miniprogram and app only
 //	├── idempotency complete / release / extend
 //	├── publish <subject>             producer span; its context is the event's traceparent
 //	└── ack                           messaging.operation.name: ack, nak or term
@@ -36,6 +36,16 @@ func traceJob(ctx context.Context, j *job) {
 			attribute.String("orderworker.correlation_id", j.job.CorrelationID), attribute.String("wechat.trade_type", string(j.job.TradeType)),
 		}
 	})
+}
+
+// startSign starts the span of the pay-parameter signature, for the trade
+// types that have one (not h5 and native).
+func startSign(ctx context.Context, t wechat.TradeType) trace.Span {
+	if t == wechat.TradeTypeH5 || t == wechat.TradeTypeNative {
+		return tracing.NoSpan // nothing to sign
+	}
+	_, span := tracing.Start(ctx, "sign pay parameters")
+	return span
 }
 
 // endAttempt ends the span of one WeChat Pay call with its code and, for

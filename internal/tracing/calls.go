@@ -34,7 +34,7 @@ func StartCalls(ctx context.Context, op string) (context.Context, *Calls) {
 // attempt, numbered from 1, under ctx (derived from StartCalls's).
 func (c *Calls) Attempt(ctx context.Context) (context.Context, trace.Span) {
 	if c == nil {
-		return ctx, trace.SpanFromContext(ctx)
+		return ctx, idle(ctx)
 	}
 	c.endWait()
 	c.attempt++

@@ -64,7 +64,7 @@ func Inject(ctx context.Context, msg *nats.Msg) {
 func StartJob(ctx context.Context, op, subject string, h nats.Header, md *jetstream.MsgMetadata) (context.Context, trace.Span) {
 	ctx = Extract(ctx, h)
 	if !Enabled() {
-		return ctx, trace.SpanFromContext(ctx)
+		return ctx, idle(ctx)
 	}
 	ctx, span := Start(ctx, op+" "+subject, trace.WithSpanKind(trace.SpanKindConsumer))
 	attrs := []attribute.KeyValue{
@@ -87,7 +87,7 @@ func StartJob(ctx context.Context, op, subject string, h nats.Header, md *jetstr
 // startPublish starts the producer span of one message and injects its
 // context into the message's headers.
 func startPublish(ctx context.Context, msg *nats.Msg) (context.Context, trace.Span) {
-	span := trace.SpanFromContext(ctx)
+	span := NoSpan
 	if Enabled() {
 		ctx, span = Start(ctx, "publish "+msg.Subject, trace.WithSpanKind(trace.SpanKindProducer))
 	}

@@ -145,14 +145,27 @@ func NewProvider(ctx context.Context, exp sdktrace.SpanExporter, service string)
 var propagator = propagation.TraceContext{}
 
 // Start starts a span named name, a child of the span in ctx. Off, it
-// answers ctx and the span already in it (never recording) without
-// allocating; a span from Start must still be ended.
+// answers ctx and a span that records nothing, without allocating; a span
+// from Start must still be ended.
 func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	s := current.Load()
 	if !s.enabled {
-		return ctx, trace.SpanFromContext(ctx)
+		return ctx, idle(ctx)
 	}
 	return s.tracer.Start(ctx, name, opts...)
+}
+
+// NoSpan is a span that records nothing; ending it does nothing.
+var NoSpan = trace.SpanFromContext(context.Background())
+
+// idle answers the span of ctx when it does not record (tracing off), so
+// that its context is still seen, or NoSpan when it records: a span of a
+// provider since replaced must not be ended by a caller of Start.
+func idle(ctx context.Context) trace.Span {
+	if span := trace.SpanFromContext(ctx); !span.IsRecording() {
+		return span
+	}
+	return NoSpan
 }
 
 // End records err (if any) as the span's error status and ends it.
