@@ -1,8 +1,8 @@
 package notifier
 
 // Tracing hooks (see internal/tracing). Each notification gets a server
-// span "POST /v3/notify/{mchid}" (a new root, or a child of a proxy's
-// traceparent) with WeChat Pay's Request-ID, then, once verified, the
+// span "POST /v3/notify/{mchid}" (always a new root, linked to a proxy's
+// traceparent if any) with WeChat Pay's Request-ID, then, once verified, the
 // notification id and the order; its child "publish <subject>" writes the
 // span's context into the payment event's traceparent header. Never the
 // body, the resource or the payer.

@@ -1,6 +1,7 @@
 package tracing
 
 import (
+	"context"
 	"net/http"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -44,15 +45,23 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// StartServer starts the server span of an incoming request, a child of the
-// trace context in its headers if any (a proxy's), else a new root; it
-// records WeChat Pay's Request-ID. The answered request carries the span.
+// StartServer starts the server span of an incoming request on a public
+// endpoint: always a new root, so that a sender cannot choose the trace or
+// force sampling, linked to the trace context in the request's headers if
+// any (an ingress's); it records WeChat Pay's Request-ID. The answered
+// request carries the span.
 func StartServer(r *http.Request, name string) (*http.Request, trace.Span) {
 	if !Enabled() {
 		return r, idle(r.Context())
 	}
-	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithNewRoot()}
+	if r.Header.Get("traceparent") != "" {
+		remote := trace.SpanContextFromContext(propagator.Extract(context.Background(), propagation.HeaderCarrier(r.Header)))
+		if remote.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: remote}))
+		}
+	}
+	ctx, span := Start(r.Context(), name, opts...)
 	attrs := []attribute.KeyValue{attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)}
 	if id := r.Header.Get(headerRequestID); id != "" {
 		attrs = append(attrs, attribute.String("wechat.request_id", id))

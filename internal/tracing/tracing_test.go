@@ -216,3 +216,24 @@ func TestTransport(t *testing.T) {
 		t.Errorf("HTTP span %q kind %s, want GET, a client child of the attempt", spans[0].Name, spans[0].SpanKind)
 	}
 }
+
+// TestStartServer checks that a request's traceparent is linked, never
+// adopted as the parent.
+func TestStartServer(t *testing.T) {
+	exp := record(t)
+	r := httptest.NewRequest(http.MethodPost, "/v3/notify/1900000109", nil)
+	r.Header.Set("traceparent", producerParent)
+	r.Header.Set("Request-ID", "08F78BB5AF06")
+	r, span := tracing.StartServer(r, "POST /v3/notify/{mchid}")
+	span.End()
+	got := exp.GetSpans()[0]
+	if got.Parent.IsValid() || got.SpanContext.TraceID().String() == "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("server span adopted the sender's trace: parent %v, trace %s", got.Parent, got.SpanContext.TraceID())
+	}
+	if len(got.Links) != 1 || got.Links[0].SpanContext.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("links = %v, want one to the sender's trace", got.Links)
+	}
+	if trace.SpanFromContext(r.Context()).SpanContext().SpanID() != got.SpanContext.SpanID() {
+		t.Error("the answered request does not carry the server span")
+	}
+}
