@@ -9,6 +9,10 @@
 // stream reachable) and /metrics. SIGINT or SIGTERM stop it gracefully:
 // requests in flight finish (their publications included) within
 // SHUTDOWN_GRACE.
+//
+// Tracing (OpenTelemetry) is configured only by the standard OTEL_*
+// variables and is off unless OTEL_TRACES_EXPORTER or an OTLP endpoint is
+// set; see internal/tracing and docs/operations.md#tracing.
 package main
 
 import (

@@ -19,6 +19,11 @@
 // GOMEMLIMIT, when set, still bounds the heap. With PPROF_ENABLED=true the
 // admin server also serves net/http/pprof under /debug/pprof/, for
 // profiling; keep it off where the admin port is reachable by others.
+//
+// Tracing (OpenTelemetry) is configured only by the standard OTEL_*
+// variables, read by the SDK rather than listed by -h, and is off unless
+// OTEL_TRACES_EXPORTER or an OTLP endpoint is set; see internal/tracing and
+// docs/operations.md#tracing.
 package main
 
 import (
