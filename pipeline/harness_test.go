@@ -196,7 +196,9 @@ func (e *env) read() outcomes {
 		payments: map[string][]events.PaymentSucceeded{}, ids: map[string][]string{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, name := range []string{events.StreamEvents, events.StreamDeadLetters} {
+	// Dead letters first: the worker publishes a job's event before its dead
+	// letter, so a dead letter read here has its event read after it.
+	for _, name := range []string{events.StreamDeadLetters, events.StreamEvents} {
 		s, err := e.js.Stream(ctx, name)
 		if err != nil {
 			e.t.Fatalf("stream %s: %v", name, err)
