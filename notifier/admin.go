@@ -51,7 +51,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	if cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{EnableOpenMetrics: true})) // exemplars
 	}
 	return mux
 }

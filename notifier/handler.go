@@ -20,6 +20,7 @@ import (
 
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -193,7 +194,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	return &Handler{
 		merchants: ms,
-		pub:       cfg.Publisher,
+		pub:       tracing.WrapJetStream(cfg.Publisher),
 		subject:   cfg.Subjects.PaymentSucceeded(),
 		stream:    cfg.Stream,
 		maxBody:   cfg.MaxBodySize,
@@ -276,6 +277,8 @@ type wireBody struct {
 // the order of checks and the answers.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r, span := tracing.StartServer(r, "POST "+PathPrefix+"{mchid}")
+	defer span.End()
 	mchID, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	log := h.log.With(slog.String("mchid", safeID(mchID)))
 	res, err := h.serve(w, r, mchID, ok, &log)
@@ -286,6 +289,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status, wireBody{Code: "FAIL", Message: a.message})
 	}
 	h.metrics.Notification(string(res))
+	endSpan(span, res, err)
 	attrs := []any{slog.String("result", string(res)), slog.Duration("duration", time.Since(start))}
 	switch {
 	case err == nil:
@@ -339,6 +343,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchID string, pr
 		return res, err
 	}
 	tx := &n.Transaction
+	traceNotification(r.Context(), n)
 	*log = (*log).With(slog.String("notification_id", n.Envelope.ID),
 		slog.String("combine_out_trade_no", tx.CombineOutTradeNo), slog.Int("sub_orders", len(tx.SubOrders)))
 

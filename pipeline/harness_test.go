@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +112,8 @@ type workerOpts struct {
 	duplicateWindow time.Duration
 	// notifyURLBase is the processor's NotifyURLBase.
 	notifyURLBase string
+	// logger receives the processor's records; none if nil.
+	logger *slog.Logger
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -144,7 +147,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 		CallTimeout: 2 * time.Second, Lease: 8 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: 2 * time.Second},
 		Redelivery: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}, MaxDeliver: cmp.Or(o.maxDeliver, 30),
-		StoreRetryDelay: 200 * time.Millisecond,
+		StoreRetryDelay: 200 * time.Millisecond, Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +244,9 @@ func (e *env) read() outcomes {
 		closed: map[string][]events.OrderClosed{}, closeFailed: map[string][]events.CloseFailed{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, name := range []string{events.StreamEvents, events.StreamDeadLetters} {
+	// Dead letters first: the worker publishes a job's event before its dead
+	// letter, so a dead letter read here has its event read after it.
+	for _, name := range []string{events.StreamDeadLetters, events.StreamEvents} {
 		s, err := e.js.Stream(ctx, name)
 		if err != nil {
 			e.t.Fatalf("stream %s: %v", name, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -257,6 +258,7 @@ func New(cfg Config) (*Processor, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	cfg.Store, cfg.Publisher = tracing.WrapStore(cfg.Store), tracing.WrapPublisher(cfg.Publisher) // spans; off, nearly free
 	return &Processor{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
@@ -352,7 +354,7 @@ func (p *Processor) Process(ctx context.Context, d Delivery) (err error) {
 		case j.dup:
 			outcome = metrics.OutcomeDuplicate
 		}
-		p.m.Job(outcome, p.cfg.NowFunc().Sub(start))
+		p.m.JobContext(ctx, outcome, p.cfg.NowFunc().Sub(start))
 	}()
 	return p.process(ctx, j)
 }
@@ -364,10 +366,12 @@ func (p *Processor) Process(ctx context.Context, d Delivery) (err error) {
 // whose calls failed. A nil answer means the job has its outcome or dead
 // letter and may be deleted from the jobs stream; an error means it must
 // be tried again later.
-func (p *Processor) Settle(ctx context.Context, d Delivery) error {
+func (p *Processor) Settle(ctx context.Context, d Delivery) (err error) {
+	ctx, span := tracing.StartJob(ctx, "settle", d.Subject, d.Header, nil)
+	defer func() { tracing.End(span, err) }()
 	j := p.newJob(d)
 	j.last = true
-	err := p.process(ctx, j)
+	err = p.process(ctx, j)
 	if errors.Is(err, &TerminalError{}) {
 		return nil
 	}
@@ -386,6 +390,7 @@ func (p *Processor) process(ctx context.Context, j *job) error {
 	j.key = idempotency.Key{MchID: decoded.Request.CombineMchID, OutTradeNo: decoded.Request.CombineOutTradeNo}
 	j.attrs = append(j.attrs, slog.String("combine_mchid", j.key.MchID), slog.String("combine_out_trade_no", j.key.OutTradeNo),
 		slog.String("correlation_id", decoded.CorrelationID), slog.String("trade_type", string(decoded.TradeType)))
+	traceJob(ctx, j)
 	if err != nil {
 		return p.refuse(ctx, j, events.ReasonOf(err), &events.PrepayFailed{Code: events.CodeOf(err), Message: err.Error()}, err)
 	}
@@ -688,7 +693,9 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		CreatedAt:         p.cfg.NowFunc().UTC(),
 	}
 	ev.ExpiresAt = events.PrepayExpiry(ev.TradeType, ev.CreatedAt)
+	span := startSign(ctx, j.job.TradeType)
 	params, err := p.payParams(j, res.PrepayID)
+	tracing.End(span, err)
 	if err != nil {
 		// The order exists; a later job with the same body gets the same
 		// prepay_id again. A missing key is an operator's to fix.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wxcombine/orderworker/concurrency"
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 )
 
@@ -319,12 +320,14 @@ func (r *Runner) Run(ctx context.Context) error {
 // delivery again after the hold, until it settles or the worker stops.
 func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	md, err := msg.Metadata()
+	ctx, span := tracing.StartJob(ctx, "process", msg.Subject(), msg.Headers(), md)
+	defer span.End()
 	if err != nil {
 		r.log.ErrorContext(ctx, "message without metadata; terminated", slog.Any("error", err))
 		r.ack(ctx, msg, metrics.AckTerm, msg.Term())
 		return
 	}
-	r.cfg.Metrics.JobWait(md.NumDelivered > 1, time.Since(md.Timestamp))
+	r.cfg.Metrics.JobWaitContext(ctx, md.NumDelivered > 1, time.Since(md.Timestamp))
 	stop := r.heartbeat(ctx, msg)
 	defer stop()
 	d := Delivery{
@@ -350,6 +353,8 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		break
 	}
 	stop()
+	ctx, ackSpan := tracing.Start(ctx, "ack")
+	defer ackSpan.End()
 	var retry *RetryError
 	var term *TerminalError
 	switch {
@@ -388,6 +393,7 @@ func (r *Runner) waitStore(ctx context.Context) bool {
 }
 
 func (r *Runner) ack(ctx context.Context, msg jetstream.Msg, action string, err error) {
+	tracing.Ack(ctx, action, err)
 	if err == nil {
 		return
 	}

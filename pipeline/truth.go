@@ -41,6 +41,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/wechat"
 )
@@ -232,7 +233,8 @@ func (p *Processor) close(ctx context.Context, j *job) error {
 func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, wait func() error, call func(context.Context) (T, error)) (T, error) {
 	retries := uint64(max(p.cfg.Retry.MaxAttempts-1, 0)) //nolint:gosec // not negative
 	b := backoff.WithContext(backoff.WithMaxRetries(p.cfg.Retry.backOff(), retries), ctx)
-	return backoff.RetryNotifyWithData(func() (T, error) {
+	ctx, calls := tracing.StartCalls(ctx, op)
+	v, err := backoff.RetryNotifyWithData(func() (T, error) {
 		if wait != nil {
 			if err := wait(); err != nil {
 				var zero T
@@ -241,16 +243,22 @@ func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, wait
 		}
 		callCtx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 		defer cancel()
+		callCtx, span := calls.Attempt(callCtx)
 		start := p.cfg.NowFunc()
 		v, err := call(callCtx)
-		p.m.WeChatRequest(op, callCode(err), p.cfg.NowFunc().Sub(start))
+		code := callCode(err)
+		p.m.WeChatRequestContext(callCtx, op, code, p.cfg.NowFunc().Sub(start))
+		endAttempt(span, code, err)
 		if err != nil && !wechat.Retryable(err) {
 			return v, backoff.Permanent(err)
 		}
 		return v, err
 	}, b, func(err error, next time.Duration) {
 		p.m.Retry(metrics.RetryInProcess)
+		calls.Wait(ctx, next, callCode(err))
 		j.logger().WarnContext(ctx, "wechat call will be retried", slog.String("op", op), slog.String("wechat_code", callCode(err)),
 			slog.Duration("retry_in", next), slog.Any("error", err))
 	})
+	calls.End(err)
+	return v, err
 }

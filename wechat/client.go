@@ -14,6 +14,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/wxcombine/orderworker/internal/tracing"
 )
 
 // Client defaults.
@@ -54,7 +56,8 @@ type Config struct {
 	// HTTPClient sends the requests. Its own Timeout, if any, applies on top
 	// of the per-call timeout. Defaults to a new http.Client with no timeout
 	// whose transport (a clone of http.DefaultTransport) keeps up to
-	// MaxIdleConnsPerHostDefault idle connections per host.
+	// MaxIdleConnsPerHostDefault idle connections per host, with a trace
+	// span per request (internal/tracing.Transport; off, nearly free).
 	HTTPClient *http.Client
 	// Timeout bounds one call, only when ctx has no deadline.
 	// Defaults to TimeoutDefault (10s).
@@ -92,7 +95,7 @@ func New(cfg Config) (*Client, error) {
 	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
 	cfg.UserAgent = cmp.Or(cfg.UserAgent, UserAgentDefault)
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Transport: defaultTransport()}
+		cfg.HTTPClient = &http.Client{Transport: tracing.Transport(defaultTransport())}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"strings"
@@ -138,6 +139,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		backend = "Redis at " + getenv("REDIS_ADDRS")
 	}
 	say("building and starting embedded NATS JetStream, wechatsim, %d worker(s) and the notifier (idempotency: %s) …", o.workers, backend)
+	tracingEnv := consoleTracingEnv(getenv)
+	wenv := maps.Clone(workerEnv)
+	maps.Copy(wenv, tracingEnv)
 	prog := &progress{w: stdout, last: time.Now()}
 	beat, stopBeat := context.WithCancel(ctx)
 	go prog.heartbeat(beat, 10*time.Second, func(d time.Duration) string { // Owned by run: ends with stopBeat.
@@ -148,7 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	st, err := stack.Start(ctx, stack.Config{
 		BinDir: o.binDir, RedisAddrs: getenv("REDIS_ADDRS"), Flavour: flavour,
-		Workers: o.workers, WorkerEnv: workerEnv, SimArgs: simArgs, Logger: slog.New(handler{p: prog, next: log.Handler()}),
+		Workers: o.workers, WorkerEnv: wenv, NotifierEnv: tracingEnv, SimArgs: simArgs, Logger: slog.New(handler{p: prog, next: log.Handler()}),
 	})
 	stopBeat()
 	if err != nil {
@@ -203,6 +207,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	sum := gather(ctx, st, sim, log)
 	printSummary(stdout, rep, sum)
+	if tracingEnv != nil {
+		time.Sleep(500 * time.Millisecond) // the exporters' last batch
+		var logs []string
+		for _, w := range st.Workers() {
+			logs = append(logs, w.LogPath)
+		}
+		if err := printOrderTrace(stdout, logs); err != nil {
+			say("no trace to show: %v", err)
+		}
+	}
 	if o.keep {
 		printEndpoints(stdout, st)
 		say("running until interrupted (Ctrl-C) …")

@@ -11,6 +11,10 @@
 // with the workers (seen.go). SIGINT or SIGTERM stop it gracefully:
 // requests in flight finish (their publications included) within
 // SHUTDOWN_GRACE.
+//
+// Tracing (OpenTelemetry) is configured only by the standard OTEL_*
+// variables and is off unless OTEL_TRACES_EXPORTER or an OTLP endpoint is
+// set; see internal/tracing and docs/operations.md#tracing.
 package main
 
 import (
@@ -24,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	envconfig "github.com/wxcombine/orderworker/internal/config"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/notifier"
 )
@@ -62,7 +68,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger := envconfig.NewLogger(stdout, cfg.LogLevel)
+	logger := slog.New(tracing.LogHandler(envconfig.NewLogger(stdout, cfg.LogLevel).Handler()))
+	stopTracing, err := tracing.Setup(ctx, "orderworker-notifier")
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* environment): %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			logger.Warn("tracing shutdown", slog.Any("error", err))
+		}
+	}()
 	merchants, err := loadMerchants(cfg)
 	if err != nil {
 		return err

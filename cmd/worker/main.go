@@ -23,6 +23,11 @@
 // GOMEMLIMIT, when set, still bounds the heap. With PPROF_ENABLED=true the
 // admin server also serves net/http/pprof under /debug/pprof/, for
 // profiling; keep it off where the admin port is reachable by others.
+//
+// Tracing (OpenTelemetry) is configured only by the standard OTEL_*
+// variables, read by the SDK rather than listed by -h, and is off unless
+// OTEL_TRACES_EXPORTER or an OTLP endpoint is set; see internal/tracing and
+// docs/operations.md#tracing.
 package main
 
 import (
@@ -52,6 +57,7 @@ import (
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
 	envconfig "github.com/wxcombine/orderworker/internal/config"
+	"github.com/wxcombine/orderworker/internal/tracing"
 	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/wechat"
@@ -93,7 +99,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := envconfig.NewLogger(stdout, cfg.LogLevel)
+	log := slog.New(tracing.LogHandler(envconfig.NewLogger(stdout, cfg.LogLevel).Handler()))
+	stopTracing, err := tracing.Setup(ctx, "orderworker")
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* environment): %w", err)
+	}
+	defer flushTraces(stopTracing, log)
 	merchants, err := loadMerchants(cfg.MerchantFiles)
 	if err != nil {
 		return err
@@ -286,6 +297,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return nil
 }
 
+// flushTraces exports the spans still buffered, within five seconds.
+func flushTraces(stop func(context.Context) error, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := stop(ctx); err != nil {
+		log.Warn("tracing shutdown", slog.Any("error", err))
+	}
+}
+
 // loadMerchants loads every merchant and reports every failure at once.
 func loadMerchants(files []wechat.MerchantFiles) ([]*wechat.Merchant, error) {
 	var ms []*wechat.Merchant
@@ -449,7 +469,7 @@ func startAdmin(addr string, withPprof bool, reg *prometheus.Registry, ready fun
 		}
 		_, _ = io.WriteString(w, status+"\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})) // exemplars
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)

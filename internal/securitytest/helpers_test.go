@@ -113,7 +113,7 @@ func (s *setup) startNotifier(t *testing.T, natsURL string, extra ...string) (st
 	addr, admin := freeAddr(t), freeAddr(t)
 	env := append([]string{
 		"NATS_URL=" + natsURL, "WECHAT_MERCHANTS=" + s.mchID, "WECHAT_MERCHANT_DIR=" + s.merchantDir,
-		"HTTP_ADDR=" + addr, "ADMIN_ADDR=" + admin, "LOG_LEVEL=debug",
+		"HTTP_ADDR=" + addr, "ADMIN_ADDR=" + admin, "LOG_LEVEL=debug", "PAYMENTS_SEEN_BACKEND=kv",
 	}, extra...)
 	p := s.start(t, "notifier", env, binaries(t)["notifier"])
 	if err := proc.WaitHTTP(t.Context(), p, "http://"+admin+"/readyz", 30*time.Second); err != nil {

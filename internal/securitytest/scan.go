@@ -1,12 +1,12 @@
 // Package securitytest finds secrets and personal data where they must not
-// be: in logs, error texts, metrics and events. Its [Scanner] is fed the
+// be: in logs, error texts, metrics, events and exported trace spans. Its [Scanner] is fed the
 // secrets of a test setup (merchant private keys, APIv3 keys, openids, Redis
 // passwords) and reports every place where one of them, or a recognizable
 // part of one, shows up.
 //
 // The package's tests run the real services (worker, notifier, simulator)
 // built with `go build`, drive their error paths, and scan everything they
-// emit; another test floods the notifier with forged notifications and
+// emit, the spans of their console trace exporter included; another test floods the notifier with forged notifications and
 // measures how fast genuine ones are still answered. The chaos harness
 // (package chaos) scans its logs with the same Scanner.
 package securitytest

@@ -37,9 +37,10 @@ const (
 // TestServices_noSecretsEmitted runs the worker, the notifier and the
 // simulator as processes with real key files, drives their error paths —
 // bad jobs, every WeChat Pay fault, rejected orders, forged and broken
-// notifications, bad configurations — and scans every log line, error
-// answer, /metrics page and stored event for key material, APIv3 keys,
-// passwords and openids.
+// notifications, bad configurations — and scans every log line, exported
+// span (the console exporter writes them to the logs), error answer,
+// /metrics page and stored event for key material, APIv3 keys, passwords
+// and openids.
 func TestServices_noSecretsEmitted(t *testing.T) {
 	b := binaries(t)
 	s := newSetup(t)
@@ -54,18 +55,18 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	wAdmin := freeAddr(t)
-	worker := s.start(t, "worker", []string{
+	worker := s.start(t, "worker", append([]string{
 		"NATS_URL=" + n.URL, "IDEMPOTENCY_BACKEND=redis", "REDIS_ADDRS=" + r.Addr, "IDEMPOTENCY_ALLOW_VOLATILE=true",
 		"WECHAT_BASE_URL=" + simURL, "WECHAT_FLAVOUR=merchant", "WECHAT_MERCHANTS=" + s.mchID,
 		"WECHAT_MERCHANT_DIR=" + s.merchantDir, "ADMIN_ADDR=" + wAdmin, "LOG_LEVEL=debug",
 		// Fail fast: two calls per delivery, two deliveries.
 		"WECHAT_CALL_TIMEOUT=1s", "RETRY_INITIAL_INTERVAL=50ms", "RETRY_MAX_INTERVAL=200ms", "RETRY_MAX_ATTEMPTS=2",
 		"RETRY_MAX_ELAPSED=2s", "MAX_DELIVER=2", "REDELIVERY_DELAYS=200ms", "ACK_WAIT=10s", "JOB_TIMEOUT=8s",
-	}, b["worker"])
+	}, consoleTracing...), b["worker"])
 	if err := proc.WaitHTTP(ctx, worker, "http://"+wAdmin+"/readyz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	notifyURL, nAdmin := s.startNotifier(t, n.URL)
+	notifyURL, nAdmin := s.startNotifier(t, n.URL, consoleTracing...)
 
 	nc, err := nats.Connect(n.URL)
 	if err != nil {
@@ -131,6 +132,14 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 	}
 
 	var findings []securitytest.Finding
+	// The console exporter wrote every span into the logs scanned below.
+	for _, name := range []string{"worker", "notifier"} {
+		if n := spansIn(t, filepath.Join(s.logs, name+".log")); n == 0 {
+			t.Errorf("%s exported no span: the scan would prove nothing about spans", name)
+		} else {
+			t.Logf("%s exported %d spans to its log", name, n)
+		}
+	}
 	logFindings, err := sc.ScanDir(s.logs)
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +164,20 @@ func TestServices_noSecretsEmitted(t *testing.T) {
 	for _, f := range findings {
 		t.Errorf("secret emitted: %s", f)
 	}
+}
+
+// consoleTracing turns a service's tracing on with the console exporter:
+// its spans, attributes and error texts go to its log, which is scanned.
+var consoleTracing = []string{"OTEL_TRACES_EXPORTER=console", "OTEL_BSP_SCHEDULE_DELAY=100"}
+
+// spansIn counts the console exporter's spans in a log file.
+func spansIn(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(data, []byte(`"SpanContext":{"TraceID":`))
 }
 
 type source struct {
@@ -378,8 +401,8 @@ func driveBadConfigs(t *testing.T, s *setup, b map[string]string, redisAddr stri
 		{"worker-nats-password", "worker", append([]string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "REDIS_ADDRS=" + redisAddr, "ADMIN_ADDR=" + freeAddr(t)}, common...), 3 * time.Second}, // retries NATS, as the notifier does
 		{"worker-wrong-redis-password", "worker", append([]string{"NATS_URL=nats://" + closed, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "REDIS_ADDRS=" + redisAddr, "REDIS_PASSWORD_FILE=" + pwFile, "ADMIN_ADDR=" + freeAddr(t)}, common...), 3 * time.Second},
 		{"worker-unknown-settings", "worker", []string{"WECHAT_FLAVOUR=nope", "REDIS_TLS=maybe", "ACK_WAIT=-1s", "REDIS_PASSWORD_FILE=" + pwFile}, 0},
-		{"notifier-bad-apiv3-key", "notifier", []string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANTS=" + s.mchID, "WECHAT_MERCHANT_DIR=" + bad, "HTTP_ADDR=" + freeAddr(t), "ADMIN_ADDR=" + freeAddr(t)}, 0},
-		{"notifier-nats-password", "notifier", []string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANTS=" + s.mchID, "WECHAT_MERCHANT_DIR=" + s.merchantDir, "HTTP_ADDR=" + freeAddr(t), "ADMIN_ADDR=" + freeAddr(t), "LOG_LEVEL=debug"}, 3 * time.Second},
+		{"notifier-bad-apiv3-key", "notifier", []string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANTS=" + s.mchID, "PAYMENTS_SEEN_BACKEND=kv", "WECHAT_MERCHANT_DIR=" + bad, "HTTP_ADDR=" + freeAddr(t), "ADMIN_ADDR=" + freeAddr(t)}, 0},
+		{"notifier-nats-password", "notifier", []string{"NATS_URL=" + natsWithPassword, "WECHAT_MERCHANTS=" + s.mchID, "PAYMENTS_SEEN_BACKEND=kv", "WECHAT_MERCHANT_DIR=" + s.merchantDir, "HTTP_ADDR=" + freeAddr(t), "ADMIN_ADDR=" + freeAddr(t), "LOG_LEVEL=debug"}, 3 * time.Second},
 	}
 	var wg sync.WaitGroup
 	for _, run := range runs {
