@@ -116,6 +116,23 @@ chaos: $(BIN)/nats-server ## Chaos suite: real servers, 3 workers, notifier, 10,
 chaos/short: $(BIN)/nats-server ## The chaos suite for CI: 2,000 orders, the same disruptions and faults, within about 6 minutes (SEED=n replays).
 	$(GO) run ./cmd/chaos -nats-server $(BIN)/nats-server -orders $(CHAOS_SHORT_ORDERS) -publish-rate 50 -timeout 12m $(if $(SEED),-seed $(SEED))
 
+CHAOS_CLUSTER_ORDERS       ?= 5000
+CHAOS_CLUSTER_SHORT_ORDERS ?= 1200
+
+# The cluster runs: a 3-node JetStream cluster (R3) of real nats-server
+# processes, and Redis as a primary, a replica and three Sentinels (or the
+# JetStream KV backend); the disruptions are spread over the publishing
+# time, so the publish rate is kept low enough for them to fit.
+.PHONY: chaos/cluster
+chaos/cluster: $(BIN)/nats-server ## Chaos on a 3-node JetStream cluster + Redis Sentinel, then with the KV backend: 5,000 orders each, leader kills, node restarts and wipes, a partition, Redis failovers (SEED=n replays).
+	$(GO) run ./cmd/chaos -cluster -nats-server $(BIN)/nats-server -orders $(CHAOS_CLUSTER_ORDERS) -publish-rate 50 -timeout 25m $(if $(SEED),-seed $(SEED))
+	$(GO) run ./cmd/chaos -cluster -kv -nats-server $(BIN)/nats-server -orders $(CHAOS_CLUSTER_ORDERS) -publish-rate 50 -timeout 25m $(if $(SEED),-seed $(SEED))
+
+.PHONY: chaos/cluster/short
+chaos/cluster/short: $(BIN)/nats-server ## The cluster chaos suite for CI: 1,200 orders on Redis Sentinel and on the KV backend, every cluster disruption, within about 6 minutes.
+	$(GO) run ./cmd/chaos -cluster -nats-server $(BIN)/nats-server -orders $(CHAOS_CLUSTER_SHORT_ORDERS) -publish-rate 16 -kills 3 -timeout 8m $(if $(SEED),-seed $(SEED))
+	$(GO) run ./cmd/chaos -cluster -kv -nats-server $(BIN)/nats-server -orders $(CHAOS_CLUSTER_SHORT_ORDERS) -publish-rate 16 -kills 3 -timeout 8m $(if $(SEED),-seed $(SEED))
+
 # ---- BoringCrypto build (bench/results/NOTES.md) ----
 # BORINGCRYPTO=1 makes `make image` build the image's commands the same way.
 BORINGCRYPTO ?= 0

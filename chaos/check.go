@@ -140,6 +140,9 @@ type Evidence struct {
 	Sim map[loadgen.OrderKey]wechatsim.OrderInfo
 	// Calls are the create calls the recording proxy forwarded.
 	Calls []Call
+	// OutcomeAt is when each order's first outcome was stored (JetStream's
+	// timestamp), for the stalls.
+	OutcomeAt map[loadgen.OrderKey]time.Time
 	// Outages are the idempotency store's (Redis) and NATS's down windows.
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
