@@ -172,6 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.e2e, "e2e", true, "run the end-to-end benchmark")
 	fs.BoolVar(&o.boring, "boring", true, "also run with GOEXPERIMENT=boringcrypto when cgo works")
 	fs.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime of the micro-benchmarks")
+	clusterFlags(fs) // the cluster run: cluster.go
 	runs := fs.String("runs", "", "comma-separated end-to-end runs to do (peak-1w, peak-2w, half-rate-2w, sim-100ms-2w); default all")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -189,6 +190,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res := &Results{Date: time.Now().UTC(), Machine: machine()}
 	res.Machine.LoadBefore = loadAvg()
 	say := func(format string, args ...any) { fmt.Fprintf(stdout, "bench: "+format+"\n", args...) }
+	if clusterOpt.only {
+		return clusterBench(ctx, log, say)
+	}
 
 	say("measuring the floor (RSA-2048 sign and verify on one core) …")
 	floor, err := measureFloor()
@@ -214,6 +218,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.e2e {
 		if err := endToEnd(ctx, o, res, boringOK, log, say); err != nil {
+			return err
+		}
+	}
+	if o.e2e && clusterOpt.run {
+		if err := clusterBench(ctx, log, say); err != nil {
 			return err
 		}
 	}

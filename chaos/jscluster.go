@@ -108,6 +108,9 @@ cluster {
 `, n.name, proc.Addr(n.clientPort), proc.Addr(n.monPort), n.store,
 			proc.Addr(n.routePt), proc.Addr(n.proxyPort), strings.Join(routes, ", "))
 		n.conf = filepath.Join(c.dir, n.name+".conf")
+		if err := os.MkdirAll(c.dir, 0o750); err != nil {
+			return fmt.Errorf("chaos: %w", err)
+		}
 		if err := os.WriteFile(n.conf, []byte(body), 0o600); err != nil {
 			return fmt.Errorf("chaos: %w", err)
 		}
@@ -414,4 +417,72 @@ func (r *routeProxy) close() {
 	for _, conn := range conns {
 		_ = conn.Close()
 	}
+}
+
+// NATSCluster is a JetStream cluster of ClusterNodes nats-server processes
+// on loopback, started as a chaos run starts it (routes through the
+// route proxy), for other harnesses such as the benchmark.
+type NATSCluster struct {
+	c *cluster
+}
+
+// StartNATSCluster starts the cluster with the nats-server binary bin, its
+// stores, configurations and logs under dir, and waits until every node is
+// healthy.
+func StartNATSCluster(ctx context.Context, dir, bin string) (*NATSCluster, error) {
+	cfg := &Config{Dir: dir, NATSServer: bin, Cluster: true}
+	c := &cluster{cfg: cfg, dir: dir, logs: filepath.Join(dir, "logs"), exits: map[string]time.Time{}}
+	if err := c.setupNATSCluster(); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	if err := c.startNATSCluster(ctx); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	return &NATSCluster{c: c}, nil
+}
+
+// URL answers every node's client URL, comma-separated (NATS_URL).
+func (n *NATSCluster) URL() string { return n.c.clusterURL() }
+
+// PIDs answers the nodes' process ids, by server name.
+func (n *NATSCluster) PIDs() map[string]int {
+	m := map[string]int{}
+	for _, node := range n.c.nodes {
+		m[node.name] = node.p.PID()
+	}
+	return m
+}
+
+// Stop stops every node.
+func (n *NATSCluster) Stop() { n.c.shutdown() }
+
+// StartSingleNATS starts one nats-server with JetStream as a NATSCluster
+// of one node (no routes), for comparisons with the cluster.
+func StartSingleNATS(ctx context.Context, dir, bin string) (*NATSCluster, error) {
+	cfg := &Config{Dir: dir, NATSServer: bin}
+	c := &cluster{cfg: cfg, dir: dir, logs: filepath.Join(dir, "logs"), exits: map[string]time.Time{}}
+	n := &natsNode{name: nodeName(0), store: filepath.Join(dir, "nats", nodeName(0))}
+	for _, port := range []*int{&n.clientPort, &n.monPort} {
+		var err error
+		if *port, err = proc.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	body := fmt.Sprintf("server_name: %q\nlisten: %q\nhttp: %q\njetstream { store_dir: %q }\n",
+		n.name, proc.Addr(n.clientPort), proc.Addr(n.monPort), n.store)
+	n.conf = filepath.Join(dir, n.name+".conf")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	if err := os.WriteFile(n.conf, []byte(body), 0o600); err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	c.nodes = []*natsNode{n}
+	if err := c.startNode(ctx, n); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	return &NATSCluster{c: c}, nil
 }

@@ -142,7 +142,8 @@ func (c *cluster) startRedisNode(ctx context.Context, n *redisNode) error {
 
 // sentinelMaster answers SENTINEL MASTER's fields.
 func sentinelMaster(ctx context.Context, addr string) (map[string]string, error) {
-	cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	// RESP2: RESP3 answers a map, which Slice does not read.
+	cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, Protocol: 2})
 	defer cl.Close()
 	v, err := cl.Do(ctx, "SENTINEL", "MASTER", SentinelMasterName).Slice()
 	if err != nil {
