@@ -157,7 +157,7 @@ type natsProcs interface {
 
 func clusterRun(ctx context.Context, log *slog.Logger, name string, n natsProcs, replicas int, redisBin string) (ClusterRun, error) {
 	st, err := stack.Start(ctx, stack.Config{
-		NATSURL: n.URL(), RedisServerBin: redisBin, Workers: 2,
+		NATSURL: n.URL(), RedisServerBin: redisBin, Workers: 1,
 		WorkerEnv: map[string]string{
 			"WORKER_IN_FLIGHT": strconv.Itoa(clusterOpt.inFlight), "MAX_ACK_PENDING": "1024",
 			"STREAM_REPLICAS": strconv.Itoa(replicas),
@@ -175,6 +175,14 @@ func clusterRun(ctx context.Context, log *slog.Logger, name string, n natsProcs,
 	defer nc.Close()
 	sim := &loadgen.SimClient{BaseURL: st.SimURL}
 	if _, err := measure(ctx, nc, st, sim, "warmup", 300, 0); err != nil {
+		return ClusterRun{}, err
+	}
+	// The second worker once the first has created the streams: nats-server
+	// 2.15 leaves some concurrent creates of one R3 stream unanswered.
+	if _, err := st.AddWorker(ctx, nil); err != nil {
+		return ClusterRun{}, err
+	}
+	if _, err := measure(ctx, nc, st, sim, "warmup-2w", 200, 0); err != nil {
 		return ClusterRun{}, err
 	}
 	before := natsCPU(n)

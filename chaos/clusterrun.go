@@ -3,8 +3,15 @@ package chaos
 import (
 	"cmp"
 	"context"
+	"fmt"
 	mrand "math/rand/v2"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/pipeline"
 )
 
 // What a cluster run (Config.Cluster) changes in a run: the servers it
@@ -137,4 +144,22 @@ func (c *cluster) clusterDisruption(ctx context.Context, rng *mrand.Rand, d *Dis
 		d.Error = err.Error()
 		c.cfg.logf("%s: %v", d.Kind, err)
 	}
+}
+
+// waitSetup waits until the workers' consumer exists: the first worker has
+// created the streams and the consumer.
+func (c *cluster) waitSetup(ctx context.Context) error {
+	nc, err := nats.Connect(c.natsURL(), nats.Name("chaos-setup"))
+	if err != nil {
+		return fmt.Errorf("chaos: connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("chaos: jetstream: %w", err)
+	}
+	return waitUntil(ctx, 60*time.Second, "the first worker to create the streams and the consumer", func() bool {
+		_, err := js.Consumer(ctx, events.StreamJobs, pipeline.ConsumerDefault)
+		return err == nil
+	})
 }

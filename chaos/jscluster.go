@@ -95,9 +95,12 @@ func (c *cluster) setupNATSCluster() error {
 		// the proxy too, so that no route bypasses it. sync_interval is
 		// the server's default (2m): a SIGKILLed process loses nothing
 		// the kernel holds, and docs/operations.md says what fsync buys.
+		// max_payload carries the dead letter of a job of MaxJobBytes
+		// (the worker refuses to start otherwise).
 		body := fmt.Sprintf(`server_name: %q
 listen: %q
 http: %q
+max_payload: 4MB
 jetstream { store_dir: %q }
 cluster {
   name: chaos

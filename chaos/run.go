@@ -419,9 +419,17 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		}
 	}
 	cfg.logf("starting %d workers and the notifier", cfg.Workers)
-	for range cfg.Workers {
+	for i := range cfg.Workers {
 		if _, err := c.startWorker(ctx); err != nil {
 			return err
+		}
+		if i == 0 && cfg.Cluster {
+			// nats-server 2.15 leaves some of several concurrent creates of
+			// one R3 stream unanswered (the caller times out), which fails
+			// the worker's start: let the first worker create them.
+			if err := c.waitSetup(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.startNotifier(ctx); err != nil {
