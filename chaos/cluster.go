@@ -151,7 +151,13 @@ func (c *cluster) track(p *proc.Proc) {
 }
 
 func (c *cluster) startNATS(ctx context.Context) error {
-	p, err := Start("nats", filepath.Join(c.logs, "nats.log"), nil, c.cfg.NATSServer,
+	// max_payload carries the dead letter of a job of MaxJobBytes (the
+	// worker refuses to start otherwise); it has no command-line flag.
+	conf := filepath.Join(c.dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte("max_payload: 4MB\n"), 0o600); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	p, err := Start("nats", filepath.Join(c.logs, "nats.log"), nil, c.cfg.NATSServer, "-c", conf,
 		"-js", "-sd", filepath.Join(c.dir, "nats"), "-a", "127.0.0.1",
 		"-p", strconv.Itoa(c.natsPort), "-m", strconv.Itoa(c.natsMonPort))
 	if err != nil {

@@ -63,8 +63,9 @@ func (w *jobWatch) snapshot() map[loadgen.OrderKey]time.Time {
 // Stall is what a disruption did to the flow of outcomes.
 type Stall struct {
 	// Seconds is the longest time without a published outcome from the
-	// disruption's start to stallTail after its end (counted from the
-	// start when the gap began before it).
+	// disruption's start to stallTail after its end, or to the next
+	// disruption's start when that comes first but after this one's end
+	// (counted from the start when the gap began before it).
 	Seconds float64 `json:"stall_s"`
 	// From is the gap's start, as an offset from the start of publishing.
 	From float64 `json:"stall_from_s"`
@@ -87,7 +88,16 @@ func measureStalls(ds []Disruption, start time.Time, firstOutcome, firstJob map[
 			continue
 		}
 		from := start.Add(time.Duration(d.At * float64(time.Second)))
-		to := from.Add(time.Duration(d.DownSeconds*float64(time.Second)) + stallTail)
+		end := from.Add(time.Duration(d.DownSeconds * float64(time.Second)))
+		to := end.Add(stallTail)
+		// The next disruption's stall is its own: the window stops at its
+		// start (never before this one's end).
+		if i+1 < len(ds) && ds[i+1].At >= 0 {
+			next := start.Add(time.Duration(ds[i+1].At * float64(time.Second)))
+			if next.Before(to) {
+				to = maxTime(end, next)
+			}
+		}
 		gapFrom, gap := longestGap(times, from, to)
 		gapTo := gapFrom.Add(gap)
 		n := 0
@@ -128,4 +138,11 @@ func longestGap(times []time.Time, from, to time.Time) (time.Time, time.Duration
 		}
 	}
 	return bestFrom, best
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
