@@ -95,8 +95,12 @@ demo: ## Run the whole product on this machine (embedded NATS, simulator with fa
 	$(GO) run ./cmd/demo
 
 .PHONY: bench
-bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md} (about 3 minutes).
+bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md}, and the cluster run bench/results/cluster.{json,md} (about 6 minutes).
 	$(GO) run ./bench
+
+.PHONY: bench/cluster
+bench/cluster: ## Only the cluster run of the benchmark: 2 workers on one nats-server (R1), then on a 3-node cluster (R3); writes bench/results/cluster.{json,md}.
+	$(GO) run ./bench -cluster-only
 
 CHAOS_ORDERS       ?= 10000
 CHAOS_SHORT_ORDERS ?= 2000

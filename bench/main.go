@@ -22,7 +22,9 @@
 // same total CPU), 2 workers at half the peak rate (latency), 2 workers with
 // the simulator answering after 100 ms (throughput bound by in-flight jobs ÷
 // latency), and, when cgo works, 2 workers built with
-// GOEXPERIMENT=boringcrypto.
+// GOEXPERIMENT=boringcrypto. Beside them, the cluster run (cluster.go): 2
+// workers on one nats-server (R1) and on a 3-node JetStream cluster (R3),
+// into cluster.{json,md}.
 package main
 
 import (
