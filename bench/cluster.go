@@ -72,10 +72,6 @@ type ClusterRun struct {
 }
 
 func clusterBench(ctx context.Context, log *slog.Logger, say func(string, ...any)) error {
-	natsBin, err := exec.LookPath("nats-server")
-	if err != nil {
-		return fmt.Errorf("cluster benchmark: %w", err)
-	}
 	redisBin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return fmt.Errorf("cluster benchmark: %w", err)
@@ -87,7 +83,8 @@ func clusterBench(ctx context.Context, log *slog.Logger, say func(string, ...any
 	defer os.RemoveAll(dir)
 	// Debian's nats-server is too old for the worker: build go.mod's.
 	say("cluster: building nats-server at the go.mod version …")
-	if natsBin, err = chaos.BuildNATSServer(ctx, dir); err != nil {
+	natsBin, err := chaos.BuildNATSServer(ctx, dir)
+	if err != nil {
 		return err
 	}
 	res := &ClusterResults{Date: time.Now().UTC(), Machine: machine()}
