@@ -20,10 +20,6 @@ import (
 // subjects, on the connection the load generator publishes with (so a job
 // it published is one it saw).
 
-// stallTail is how long after a disruption ends its stall may still run: a
-// job caught in it comes back within an AckWait.
-const stallTail = AckWait + 5*time.Second
-
 // jobWatch records when each order's first job was published.
 type jobWatch struct {
 	mu    sync.Mutex
@@ -62,10 +58,9 @@ func (w *jobWatch) snapshot() map[loadgen.OrderKey]time.Time {
 
 // Stall is what a disruption did to the flow of outcomes.
 type Stall struct {
-	// Seconds is the longest time without a published outcome from the
-	// disruption's start to stallTail after its end, or to the next
-	// disruption's start when that comes first but after this one's end
-	// (counted from the start when the gap began before it).
+	// Seconds is the longest time without a published outcome that began
+	// while the disruption lasted (counted from its start when the gap
+	// began before it), up to the next outcome.
 	Seconds float64 `json:"stall_s"`
 	// From is the gap's start, as an offset from the start of publishing.
 	From float64 `json:"stall_from_s"`
@@ -89,16 +84,7 @@ func measureStalls(ds []Disruption, start time.Time, firstOutcome, firstJob map[
 		}
 		from := start.Add(time.Duration(d.At * float64(time.Second)))
 		end := from.Add(time.Duration(d.DownSeconds * float64(time.Second)))
-		to := end.Add(stallTail)
-		// The next disruption's stall is its own: the window stops at its
-		// start (never before this one's end).
-		if i+1 < len(ds) && ds[i+1].At >= 0 {
-			next := start.Add(time.Duration(ds[i+1].At * float64(time.Second)))
-			if next.Before(to) {
-				to = maxTime(end, next)
-			}
-		}
-		gapFrom, gap := longestGap(times, from, to)
+		gapFrom, gap := longestGap(times, from, end)
 		gapTo := gapFrom.Add(gap)
 		n := 0
 		for k, jt := range firstJob {
@@ -113,36 +99,19 @@ func measureStalls(ds []Disruption, start time.Time, firstOutcome, firstJob map[
 	}
 }
 
-// longestGap answers the longest interval inside [from, to] with no time of
-// sorted times in it; an interval that begins before from is counted from
-// from.
-func longestGap(times []time.Time, from, to time.Time) (time.Time, time.Duration) {
+// longestGap answers the longest interval without a time of sorted times
+// that begins in [from, end] — during the disruption — and runs to the
+// next time, however late; an interval that began before from is counted
+// from from. With no time after from it answers zero (the run was over).
+func longestGap(times []time.Time, from, end time.Time) (time.Time, time.Duration) {
 	i, _ := slices.BinarySearchFunc(times, from, func(a, b time.Time) int { return a.Compare(b) })
 	prev := from
 	bestFrom, best := from, time.Duration(0)
-	for ; i < len(times) && !times[i].After(to); i++ {
+	for ; i < len(times) && !prev.After(end); i++ {
 		if g := times[i].Sub(prev); g > best {
 			bestFrom, best = prev, g
 		}
 		prev = times[i]
 	}
-	if i >= len(times) || times[i].After(to) {
-		// The last outcome of the window up to the next one (the stall goes
-		// on past the window when there is none before to).
-		end := to
-		if i < len(times) {
-			end = times[i]
-		}
-		if g := end.Sub(prev); g > best && i < len(times) {
-			bestFrom, best = prev, g
-		}
-	}
 	return bestFrom, best
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
