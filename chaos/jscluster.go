@@ -209,9 +209,15 @@ func (c *cluster) natsFault(ctx context.Context, js jetstream.JetStream, kind st
 	var n *natsNode
 	switch kind {
 	case KindKillStreamLeader, KindKillConsumerLeader:
-		n, err = c.leader(ctx, js, kind == KindKillConsumerLeader)
-		if err != nil {
-			return "", 0, fmt.Errorf("find the leader: %w", err)
+		// Right after another disruption the group may have no leader
+		// for a while: ask again until it has one.
+		var lerr error
+		_ = waitUntil(ctx, 45*time.Second, "a leader", func() bool {
+			n, lerr = c.leader(ctx, js, kind == KindKillConsumerLeader)
+			return lerr == nil
+		})
+		if lerr != nil {
+			return "", 0, fmt.Errorf("find the leader: %w", lerr)
 		}
 	default:
 		n = c.nodes[pick%len(c.nodes)]
