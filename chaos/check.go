@@ -91,6 +91,10 @@ type Outage struct {
 	Up     time.Time `json:"up"`
 	// Wiped reports that the server came back without its data.
 	Wiped bool `json:"wiped,omitempty"`
+	// Store reports that the idempotency store may have been unreachable
+	// meanwhile, though the server is not Redis: a NATS node's disruption
+	// with the JetStream KV backend (the bucket's leader may be on it).
+	Store bool `json:"store,omitempty"`
 }
 
 // DeadLetterRecord is one stored dead letter of an order.
@@ -591,7 +595,7 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantRecordExpired, ""
 	}
 	for _, o := range ev.Outages {
-		if o.Server != "redis" {
+		if o.Server != "redis" && !o.Store {
 			continue
 		}
 		from, to := prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)

@@ -222,7 +222,7 @@ func (c *cluster) natsFault(ctx context.Context, js jetstream.JetStream, kind st
 	default:
 		n = c.nodes[pick%len(c.nodes)]
 	}
-	o := Outage{Server: n.name, Down: time.Now()}
+	o := Outage{Server: n.name, Down: time.Now(), Store: c.cfg.KVBackend}
 	switch kind {
 	case KindKillStreamLeader, KindKillConsumerLeader:
 		n.p.Kill()
