@@ -12,10 +12,10 @@ func TestLongestGap(t *testing.T) {
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	times := []time.Time{at(0), at(1), at(2), at(9), at(10), at(30)}
 	cases := []struct {
-		name     string
+		name      string
 		from, end float64
-		wantFrom float64
-		wantGap  float64
+		wantFrom  float64
+		wantGap   float64
 	}{
 		{"the longest gap that began during the disruption", 1.5, 5, 2, 7},
 		{"a gap that began before the disruption counts from its start", 5, 6, 5, 4},
