@@ -95,12 +95,16 @@ demo: ## Run the whole product on this machine (embedded NATS, simulator with fa
 	$(GO) run ./cmd/demo
 
 .PHONY: bench
-bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md} (about 3 minutes).
+bench: ## Go benchmarks and the end-to-end load test; writes bench/results/latest.{json,md}, and the cluster run bench/results/cluster.{json,md} (about 6 minutes).
 	$(GO) run ./bench
 
 .PHONY: bench/latency
 bench/latency: ## Only the runs of the adaptive concurrency limit (100 and 300 ms WeChat Pay) and of a shared merchant rate limit; updates those figures of bench/results/latest.{json,md}.
 	$(GO) run ./bench -only-limits
+
+.PHONY: bench/cluster
+bench/cluster: ## Only the cluster run of the benchmark: 2 workers on one nats-server (R1), then on a 3-node cluster (R3); writes bench/results/cluster.{json,md}.
+	$(GO) run ./bench -cluster-only
 
 CHAOS_ORDERS       ?= 10000
 CHAOS_SHORT_ORDERS ?= 2000
@@ -119,6 +123,29 @@ chaos: $(BIN)/nats-server ## Chaos suite: real servers, 3 workers, notifier, 10,
 .PHONY: chaos/short
 chaos/short: $(BIN)/nats-server ## The chaos suite for CI: 2,000 orders, the same disruptions and faults, within about 6 minutes (SEED=n replays).
 	$(GO) run ./cmd/chaos -nats-server $(BIN)/nats-server -orders $(CHAOS_SHORT_ORDERS) -publish-rate 50 -timeout 12m $(if $(SEED),-seed $(SEED))
+
+CHAOS_CLUSTER_ORDERS       ?= 5000
+CHAOS_CLUSTER_SHORT_ORDERS ?= 800
+
+# The cluster runs: a 3-node JetStream cluster (R3) of real nats-server
+# processes, and Redis as a primary, a replica and three Sentinels (or the
+# JetStream KV backend); the disruptions are spread over the publishing
+# time, so the publish rate is kept low enough for them to fit.
+# The cluster runs keep the single-node suite's regime: the workers'
+# IDEMPOTENCY_OUTCOME_TTL outlasts the publishing time, so late duplicates
+# meet their record. Jobs of exactly MAX_JOB_BYTES are off: an R3 stream
+# refuses them (its size limit counts the headers; docs/operations.md).
+CHAOS_CLUSTER_FLAGS = -cluster -nats-server $(BIN)/nats-server -oversized -1 $(if $(SEED),-seed $(SEED))
+
+.PHONY: chaos/cluster
+chaos/cluster: $(BIN)/nats-server ## Chaos on a 3-node JetStream cluster + Redis Sentinel, then with the KV backend: 5,000 orders each, leader kills, node restarts and wipes, a partition, Redis failovers (SEED=n replays).
+	$(GO) run ./cmd/chaos $(CHAOS_CLUSTER_FLAGS) -orders $(CHAOS_CLUSTER_ORDERS) -publish-rate 50 -outcome-ttl 4m -timeout 25m
+	$(GO) run ./cmd/chaos $(CHAOS_CLUSTER_FLAGS) -kv -orders $(CHAOS_CLUSTER_ORDERS) -publish-rate 50 -outcome-ttl 4m -timeout 25m
+
+.PHONY: chaos/cluster/short
+chaos/cluster/short: $(BIN)/nats-server ## The cluster chaos suite for CI: 800 orders on Redis Sentinel, then 800 on the KV backend, every cluster disruption (about 6 minutes each on 2 cores).
+	$(GO) run ./cmd/chaos $(CHAOS_CLUSTER_FLAGS) -orders $(CHAOS_CLUSTER_SHORT_ORDERS) -publish-rate 16 -kills 3 -outcome-ttl 100s -timeout 9m
+	$(GO) run ./cmd/chaos $(CHAOS_CLUSTER_FLAGS) -kv -orders $(CHAOS_CLUSTER_SHORT_ORDERS) -publish-rate 16 -kills 3 -outcome-ttl 100s -timeout 9m
 
 # ---- BoringCrypto build (bench/results/NOTES.md) ----
 # BORINGCRYPTO=1 makes `make image` build the image's commands the same way.

@@ -25,6 +25,8 @@
 // concurrency limit at WeChat Pay's latency and of a merchant's shared rate
 // limit (limits.go); `bench -only-limits` (`make bench/latency`) does just
 // those and keeps the other figures of latest.json.
+// Beside them, the cluster run (cluster.go): 2 workers on one nats-server (R1)
+// and on a 3-node JetStream cluster (R3), into cluster.{json,md}.
 package main
 
 import (
@@ -184,6 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.e2e, "e2e", true, "run the end-to-end benchmark")
 	fs.BoolVar(&o.boring, "boring", true, "also run with GOEXPERIMENT=boringcrypto when cgo works")
 	fs.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime of the micro-benchmarks")
+	clusterFlags(fs) // the cluster run: cluster.go
 	runs := fs.String("runs", "", "comma-separated end-to-end runs to do (peak-1w, peak-2w, half-rate-2w); default all")
 	fs.BoolVar(&o.limits, "limits", true, "do the limit runs (latency_runs, rate_limit_run)")
 	fs.BoolVar(&o.onlyLimits, "only-limits", false, "do only the limit runs, keeping the other figures of latest.json")
@@ -216,6 +219,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res := &Results{Date: time.Now().UTC(), Machine: machine()}
 	res.Machine.LoadBefore = loadAvg()
 	say := func(format string, args ...any) { fmt.Fprintf(stdout, "bench: "+format+"\n", args...) }
+	if clusterOpt.only {
+		return clusterBench(ctx, log, say)
+	}
 	if o.onlyLimits {
 		mergeLatest(o.out, res)
 		res.LimitsDate = time.Now().UTC()
@@ -256,6 +262,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := limitRuns(ctx, o, res, log, say); err != nil {
 				return err
 			}
+		}
+	}
+	if o.e2e && clusterOpt.run {
+		if err := clusterBench(ctx, log, say); err != nil {
+			return err
 		}
 	}
 	res.Machine.LoadAfter = loadAvg()

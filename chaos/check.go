@@ -112,6 +112,10 @@ type Outage struct {
 	Up     time.Time `json:"up"`
 	// Wiped reports that the server came back without its data.
 	Wiped bool `json:"wiped,omitempty"`
+	// Store reports that the idempotency store may have been unreachable
+	// meanwhile, though the server is not Redis: a NATS node's disruption
+	// with the JetStream KV backend (the bucket's leader may be on it).
+	Store bool `json:"store,omitempty"`
 }
 
 // DeadLetterRecord is one stored dead letter of an order.
@@ -163,6 +167,9 @@ type Evidence struct {
 	Sim map[loadgen.OrderKey]wechatsim.OrderInfo
 	// Calls are the create calls the recording proxy forwarded.
 	Calls []Call
+	// OutcomeAt is when each order's first outcome was stored (JetStream's
+	// timestamp), for the stalls.
+	OutcomeAt map[loadgen.OrderKey]time.Time
 	// Outages are the idempotency store's (Redis) and NATS's down windows.
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
@@ -653,7 +660,7 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantRecordExpired, ""
 	}
 	for _, o := range ev.Outages {
-		if o.Server != "redis" {
+		if o.Server != "redis" && !o.Store {
 			continue
 		}
 		from, to := prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)

@@ -140,6 +140,15 @@ func TestCheck_creates(t *testing.T) {
 			Unwarranted, InvWarrantedCreates,
 		},
 		{
+			"a NATS node down while storing the outcome in the KV bucket",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-1", Down: at(0.5), Up: at(4), Store: true}}
+				return ev
+			}(),
+			WarrantStoreOutage, "",
+		},
+		{
 			"Redis came back empty between the calls",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))

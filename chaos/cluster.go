@@ -6,10 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/internal/proc"
 
@@ -76,9 +79,21 @@ type cluster struct {
 	replays  []Replay
 	// ackDropper, when set, sits between the workers and NATS.
 	ackDropper *AckDropper
+
+	// A cluster run's JetStream cluster and replicated Redis (jscluster.go,
+	// sentinel.go); js is the harness's JetStream client, for leaders.
+	nodes  []*natsNode
+	routes *routeProxy
+	sent   *sentinelSet
+	js     jetstream.JetStream
 }
 
-func (c *cluster) natsURL() string { return "nats://" + proc.Addr(c.natsPort) }
+func (c *cluster) natsURL() string {
+	if c.cfg.Cluster {
+		return c.clusterURL()
+	}
+	return "nats://" + proc.Addr(c.natsPort)
+}
 
 // workerNATSURL is the workers' NATS_URL: through the ack dropper when
 // there is one.
@@ -136,7 +151,13 @@ func (c *cluster) track(p *proc.Proc) {
 }
 
 func (c *cluster) startNATS(ctx context.Context) error {
-	p, err := Start("nats", filepath.Join(c.logs, "nats.log"), nil, c.cfg.NATSServer,
+	// max_payload carries the dead letter of a job of MaxJobBytes (the
+	// worker refuses to start otherwise); it has no command-line flag.
+	conf := filepath.Join(c.dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte("max_payload: 4MB\n"), 0o600); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	p, err := Start("nats", filepath.Join(c.logs, "nats.log"), nil, c.cfg.NATSServer, "-c", conf,
 		"-js", "-sd", filepath.Join(c.dir, "nats"), "-a", "127.0.0.1",
 		"-p", strconv.Itoa(c.natsPort), "-m", strconv.Itoa(c.natsMonPort))
 	if err != nil {
@@ -235,6 +256,22 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 		"DUPLICATE_WINDOW=1h",
 		"SHUTDOWN_GRACE=5s",
 	}
+	if c.cfg.Cluster {
+		env = append(env, "STREAM_REPLICAS="+strconv.Itoa(ClusterNodes))
+		switch {
+		case c.cfg.KVBackend:
+			env = slices.DeleteFunc(env, func(v string) bool { return strings.HasPrefix(v, "REDIS_ADDRS=") })
+			env = slices.Insert(env, 1, "IDEMPOTENCY_BACKEND=kv")
+			env = slices.DeleteFunc(env, func(v string) bool { return v == "IDEMPOTENCY_BACKEND=redis" })
+		default:
+			for i, v := range env {
+				if strings.HasPrefix(v, "REDIS_ADDRS=") {
+					env[i] = "REDIS_ADDRS=" + strings.Join(c.sent.addrs, ",")
+				}
+			}
+			env = append(env, "REDIS_MASTER_NAME="+SentinelMasterName)
+		}
+	}
 	return append(env, c.cfg.WorkerEnv...)
 }
 
@@ -326,7 +363,17 @@ func (c *cluster) reap() int {
 		live = append(live, p)
 	}
 	c.workers = live
-	for _, p := range []*proc.Proc{c.nats, c.redis, c.sim, c.notifier} {
+	servers := []*proc.Proc{c.nats, c.redis, c.sim, c.notifier}
+	for _, n := range c.nodes {
+		servers = append(servers, n.p)
+	}
+	if c.sent != nil {
+		servers = append(servers, c.sent.sentinels...)
+		for _, n := range c.sent.data {
+			servers = append(servers, n.p)
+		}
+	}
+	for _, p := range servers {
 		if p == nil {
 			continue
 		}
@@ -371,5 +418,11 @@ func (c *cluster) shutdown() {
 	}
 	if c.ackDropper != nil {
 		c.ackDropper.Close()
+	}
+	if c.routes != nil {
+		c.routes.close()
+	}
+	if c.sent != nil && c.sent.link != nil {
+		c.sent.link.close()
 	}
 }

@@ -57,6 +57,37 @@
 //	                      503 SERVICE_UNAVAILABLE (by the proxy, or by the
 //	                      simulator with ServiceUnavailableFromSimulator)
 //
+// # The cluster run
+//
+// With Config.Cluster (cmd/chaos -cluster, make chaos/cluster), the same
+// workload and invariants run on the engines production runs: a JetStream
+// cluster of ClusterNodes nats-server processes (the workers'
+// STREAM_REPLICAS=3: streams, consumer and KV bucket R3; every node in
+// NATS_URL), whose routes all pass through a proxy that can cut one node
+// off ([KindPartitionNode]); and Redis as a primary, a replica reached
+// through a link that can hold the replication stream, and three
+// Sentinels, the workers using REDIS_MASTER_NAME — or, with
+// Config.KVBackend, the JetStream KV backend. The single-server
+// disruptions and the ack dropper are off; instead, once each by default:
+//
+//	kill_stream_leader      SIGKILL of the jobs stream's leader (from
+//	                        stream info), restarted with its store
+//	kill_consumer_leader    the same for the workers' consumer
+//	restart_node            a node stopped and started with its store
+//	wipe_node               a node stopped and started with its store removed
+//	partition_node          every route of one node cut (PartitionFor); its
+//	                        clients stay connected to it
+//	redis_failover_synced   the primary SIGKILLed once the replica has every
+//	                        write; Sentinel promotes the replica
+//	redis_failover_lagging  the replication stream held for LagFor, then the
+//	                        primary SIGKILLed: the writes of that while are
+//	                        lost (an outage with Wiped set)
+//
+// plus the WeChat Pay faults, the worker kills and the faults of one true
+// outcome per order that apply. Each disruption's report carries its stall
+// ([Stall]): the longest time without a published outcome from its start,
+// and how many orders waited for one meanwhile.
+//
 // # Invariants
 //
 // After the run, the event and dead-letter streams are read in full, and

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -94,6 +96,7 @@ func (r *Report) finish() {
 	}
 	want := map[string]int{KindKillWorker: r.Config.Kills, KindRestartRedis: r.Config.RedisRestarts, KindRestartNATS: r.Config.NATSRestarts,
 		KindWipeRedis: r.Config.RedisWipes, KindRedisOutage: r.Config.RedisOutages, KindClockSkew: r.Config.ClockSkews}
+	maps.Copy(want, r.Config.clusterWant())
 	got := map[string]int{}
 	failed := 0
 	for _, d := range r.Disruptions {
@@ -120,9 +123,20 @@ func (r *Report) finish() {
 			r.HarnessErrors = append(r.HarnessErrors, "fault "+kind+" is on and hit nothing")
 		}
 	}
+	var cl []string
+	for k, n := range r.Config.clusterWant() {
+		if n > 0 {
+			cl = append(cl, fmt.Sprintf("%s %d of %d", k, got[k], n))
+		}
+	}
+	slices.Sort(cl)
+	clusterDone := ""
+	if len(cl) > 0 {
+		clusterDone = "; cluster: " + strings.Join(cl, ", ")
+	}
 	add(InvDisruptions, missing, fmt.Sprintf("%d worker kills, %d Redis and %d NATS restarts, %d Redis wipes, %d long Redis outages, %d clock skews of %d, %d, %d, %d, %d and %d planned; %d failed; %d harness errors",
 		got[KindKillWorker], got[KindRestartRedis], got[KindRestartNATS], got[KindWipeRedis], got[KindRedisOutage], got[KindClockSkew],
-		want[KindKillWorker], want[KindRestartRedis], want[KindRestartNATS], want[KindWipeRedis], want[KindRedisOutage], want[KindClockSkew], failed, len(r.HarnessErrors)))
+		want[KindKillWorker], want[KindRestartRedis], want[KindRestartNATS], want[KindWipeRedis], want[KindRedisOutage], want[KindClockSkew], failed, len(r.HarnessErrors))+clusterDone)
 	r.Restarts = map[string]int{"redis": got[KindRestartRedis], "nats": got[KindRestartNATS]}
 	r.ViolationTotal = 0
 	for _, inv := range r.Invariants {
@@ -189,6 +203,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		if d.Error != "" {
 			extra += " ERROR " + d.Error
+		}
+		if d.Stall != nil {
+			extra += fmt.Sprintf("; stall %.1fs from %.1fs, %d orders waited", d.Stall.Seconds, d.Stall.From, d.Stall.OrdersWaited)
 		}
 		row("  "+d.Kind, "%s at %.1fs (planned %.1fs), down %.1fs%s", d.Target, d.At, d.PlannedAt, d.DownSeconds, extra)
 	}

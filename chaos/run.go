@@ -196,6 +196,31 @@ type Config struct {
 	// jobs stream to empty; jobs left then are stranded. Defaults to
 	// AckWait × (MaxDeliver+1) + 30s.
 	DrainWait time.Duration `json:"drain_wait"`
+	// Cluster runs the workload on a JetStream cluster of ClusterNodes
+	// nats-server processes (streams, consumer and KV bucket R3) and a
+	// replicated Redis (a primary, a replica, three Sentinels; the workers
+	// use REDIS_MASTER_NAME), and disrupts those instead of the single
+	// servers: RedisRestarts, NATSRestarts, RedisWipes, RedisOutages and
+	// AckDropShare do not apply and are off. KVBackend uses the JetStream
+	// KV backend instead of Redis (no Redis is started).
+	Cluster   bool `json:"cluster,omitempty"`
+	KVBackend bool `json:"kv_backend,omitempty"`
+	// The cluster disruptions, each a count (default 1 in a cluster run;
+	// negative means none): SIGKILL of the jobs stream's leader and of the
+	// consumer's leader (restarted with their store), a node restarted
+	// with its store and one with its store wiped, a node partitioned from
+	// the others for PartitionFor, and a Sentinel failover with the
+	// replica caught up and one after the replication stream was held for
+	// LagFor (its writes lost). The failovers are 0 with KVBackend.
+	StreamLeaderKills   int           `json:"stream_leader_kills,omitempty"`
+	ConsumerLeaderKills int           `json:"consumer_leader_kills,omitempty"`
+	NodeRestarts        int           `json:"node_restarts,omitempty"`
+	NodeWipes           int           `json:"node_wipes,omitempty"`
+	Partitions          int           `json:"partitions,omitempty"`
+	PartitionFor        time.Duration `json:"partition_for,omitempty"`
+	FailoversSynced     int           `json:"failovers_synced,omitempty"`
+	FailoversLagging    int           `json:"failovers_lagging,omitempty"`
+	LagFor              time.Duration `json:"lag_for,omitempty"`
 	// WorkerEnv adds environment settings to every worker. Defaults to none.
 	WorkerEnv []string `json:"worker_env,omitempty"`
 	// Progress receives progress lines. Defaults to io.Discard.
@@ -238,6 +263,7 @@ func (cfg *Config) applyDefaults() error {
 	cfg.ServiceUnavailableRate = max(cmp.Or(cfg.ServiceUnavailableRate, ServiceUnavailableDefault), 0)
 	cfg.DrainWait = cmp.Or(cfg.DrainWait, AckWait*(MaxDeliver+1)+30*time.Second)
 	cfg.RedisServer = cmp.Or(cfg.RedisServer, "redis-server")
+	cfg.clusterDefaults()
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -297,6 +323,8 @@ type Disruption struct {
 	// Replayed counts the dead letters replayed after a clock skew.
 	Replayed int    `json:"replayed,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Stall is what the disruption did to the flow of outcomes (stall.go).
+	Stall *Stall `json:"stall,omitempty"`
 }
 
 // Disruption kinds.
@@ -376,11 +404,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 			return err
 		}
 	}
-	cfg.logf("starting nats-server, redis-server and wechatsim")
-	if err := c.startNATS(ctx); err != nil {
-		return err
-	}
-	if err := c.startRedis(ctx); err != nil {
+	if err := c.startServers(ctx); err != nil {
 		return err
 	}
 	if err := c.startSim(ctx, keysDir, int64(rng.Uint64()>>1)); err != nil {
@@ -398,9 +422,17 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		}
 	}
 	cfg.logf("starting %d workers and the notifier", cfg.Workers)
-	for range cfg.Workers {
+	for i := range cfg.Workers {
 		if _, err := c.startWorker(ctx); err != nil {
 			return err
+		}
+		if i == 0 && cfg.Cluster {
+			// nats-server 2.15 leaves some of several concurrent creates of
+			// one R3 stream unanswered (the caller times out), which fails
+			// the worker's start: let the first worker create them.
+			if err := c.waitSetup(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.startNotifier(ctx); err != nil {
@@ -464,6 +496,11 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	if err != nil {
 		return fmt.Errorf("chaos: jetstream: %w", err)
 	}
+	c.js = js
+	jobs, err := watchJobs(nc)
+	if err != nil {
+		return fmt.Errorf("chaos: watch jobs: %w", err)
+	}
 	own := &ownFaults{c: c, js: js, nc: nc, sim: sim, runID: lcfg.RunID, merch: merchants[0], counts: map[string]int{}}
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	chaosDone := make(chan []Disruption, 1)
@@ -517,6 +554,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	if err := readStreams(ctx, nc, ev); err != nil {
 		return err
 	}
+	measureStalls(rep.Disruptions, start, ev.OutcomeAt, jobs.snapshot())
 	maps.Copy(rep.Faults, c.recorder.FaultCounts())
 	if c.ackDropper != nil {
 		rep.Faults[FaultAcksDropped], rep.Faults[FaultAckDropOrders] = c.ackDropper.Dropped()
@@ -588,13 +626,14 @@ func schedule(rng *mrand.Rand, cfg *Config, publishFor time.Duration) []planned 
 	for range cfg.ClockSkews {
 		kinds = append(kinds, KindClockSkew)
 	}
+	kinds = append(kinds, cfg.clusterKinds()...)
 	plan := make([]planned, len(kinds))
 	for i, k := range kinds {
 		f := 0.08 + 0.84*rng.Float64()
 		plan[i] = planned{kind: k, at: time.Duration(f * float64(publishFor))}
 	}
 	slices.SortFunc(plan, func(a, b planned) int { return cmp.Compare(a.at, b.at) })
-	return plan
+	return lagFirst(plan)
 }
 
 // disrupt carries out the plan, one disruption at a time, and replaces
@@ -669,6 +708,8 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 			d.Target = "workers' clock"
 			d.DownSeconds, d.Replayed, d.Error = c.clockSkew(ctx)
 			c.cfg.logf("workers' clock skewed by %s for %.1fs; %d dead letters replayed", c.cfg.ClockSkewBy, d.DownSeconds, d.Replayed)
+		default:
+			c.clusterDisruption(ctx, rng, &d)
 		}
 		done = append(done, d)
 		lastEnd = time.Now()
@@ -742,6 +783,16 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 		}
 		ev.Undecodable = append(ev.Undecodable, u)
 	}
+	ev.OutcomeAt = map[loadgen.OrderKey]time.Time{}
+	stored := func(k loadgen.OrderKey, m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		if t, ok := ev.OutcomeAt[k]; !ok || md.Timestamp.Before(t) {
+			ev.OutcomeAt[k] = md.Timestamp
+		}
+	}
 	err = readAll(ctx, js, events.StreamEvents, func(m jetstream.Msg) {
 		switch m.Subject() {
 		case s.PrepayCreated():
@@ -752,6 +803,7 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 			}
 			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
 			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Created: true, Ref: firstNonEmpty(e.PrepayID, e.H5URL, e.CodeURL)})
+			stored(k, m)
 		case s.PrepayFailed():
 			var e events.PrepayFailed
 			if err := decodeStrict(m.Data(), &e); err != nil {
@@ -760,6 +812,7 @@ func readStreams(ctx context.Context, nc *nats.Conn, ev *Evidence) error {
 			}
 			k := loadgen.OrderKey{MchID: e.CombineMchID, OutTradeNo: e.CombineOutTradeNo}
 			ev.Outcomes[k] = append(ev.Outcomes[k], OutcomeEvent{Code: e.Code, Final: e.Final})
+			stored(k, m)
 		case s.PaymentSucceeded():
 			var e events.PaymentSucceeded
 			if err := decodeStrict(m.Data(), &e); err != nil {

@@ -53,7 +53,10 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config) (*Report, error) {
 		_, _ = rand.Read(b[:])
 		cfg.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+1))
+	// A bounded wait for each PubAck: an ack lost with a stream leader that
+	// died is otherwise waited for forever; on timeout the job is published
+	// again under its Nats-Msg-Id (deduplicated).
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+1), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: jetstream: %w", err)
 	}

@@ -11,6 +11,8 @@
 //	go run ./cmd/chaos -orders 10000            # make chaos
 //	go run ./cmd/chaos -orders 2000             # make chaos/short (CI)
 //	go run ./cmd/chaos -seed 1234 -orders 2000  # replay a run's schedule
+//	go run ./cmd/chaos -cluster -orders 5000    # make chaos/cluster
+//	go run ./cmd/chaos -cluster -kv ...         # the JetStream KV backend
 package main
 
 import (
@@ -76,6 +78,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ServiceUnavailableRate, "service-unavailable", chaos.ServiceUnavailableDefault, "share of create calls answered 503 SERVICE_UNAVAILABLE (-1: none)")
 	fs.BoolVar(&cfg.ServiceUnavailableFromSimulator, "service-unavailable-from-simulator", false, "ask the simulator for the 503s (its -service-unavailable-rate) instead of the recording proxy")
 	fs.DurationVar(&cfg.DrainWait, "drain-wait", 0, "bound on waiting for the jobs stream to empty after the load (default: AckWait × (MaxDeliver+1) + 30s)")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "run on a 3-node JetStream cluster (R3) and Redis with a replica and three Sentinels, with the cluster disruptions")
+	fs.BoolVar(&cfg.KVBackend, "kv", false, "with -cluster: the JetStream KV idempotency backend (R3) instead of Redis")
+	fs.IntVar(&cfg.StreamLeaderKills, "kill-stream-leader", 0, "cluster: SIGKILLs of the jobs stream's leader (default 1, -1: none)")
+	fs.IntVar(&cfg.ConsumerLeaderKills, "kill-consumer-leader", 0, "cluster: SIGKILLs of the consumer's leader (default 1, -1: none)")
+	fs.IntVar(&cfg.NodeRestarts, "node-restarts", 0, "cluster: nodes restarted with their store (default 1, -1: none)")
+	fs.IntVar(&cfg.NodeWipes, "node-wipes", 0, "cluster: nodes restarted with their store wiped (default 1, -1: none)")
+	fs.IntVar(&cfg.Partitions, "partitions", 0, "cluster: nodes cut off from the others' routes (default 1, -1: none)")
+	fs.DurationVar(&cfg.PartitionFor, "partition-for", 0, "cluster: length of each partition (default "+chaos.PartitionForDefault.String()+")")
+	fs.IntVar(&cfg.FailoversSynced, "failovers-synced", 0, "cluster: Redis primary killed with the replica caught up (default 1, -1: none)")
+	fs.IntVar(&cfg.FailoversLagging, "failovers-lagging", 0, "cluster: Redis primary killed with the replication stream held (default 1, -1: none)")
+	fs.DurationVar(&cfg.LagFor, "lag-for", 0, "cluster: how long the replication stream is held before a lagging failover (default "+chaos.LagForDefault.String()+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

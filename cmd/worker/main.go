@@ -258,7 +258,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// Ready only once the streams and the consumer are in place (created
 	// or verified, STREAMS_MANAGE); Run repeats the cheap check.
 	setState("setting up the streams and the consumer")
-	if _, err := runner.Setup(ctx); err != nil {
+	if err := setupWithRetry(ctx, runner, log); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -406,6 +406,32 @@ func openStore(ctx context.Context, cfg config, js jetstream.JetStream) (idempot
 		return nil, nil, err
 	}
 	return st, func() { _ = rc.Close() }, nil
+}
+
+// setupRetryFor is how long a worker keeps trying to set up its streams:
+// a cluster without a meta leader (a partition, a restarting node) answers
+// "JetStream system temporarily unavailable", and several workers creating
+// the same replicated stream at once may get no answer at all.
+const setupRetryFor = 2 * time.Minute
+
+// setupWithRetry runs the runner's Setup until it succeeds, ctx ends or
+// setupRetryFor passes; the worker stays unready meanwhile.
+func setupWithRetry(ctx context.Context, runner *pipeline.Runner, log *slog.Logger) error {
+	deadline := time.Now().Add(setupRetryFor)
+	for delay := time.Second; ; delay = min(2*delay, 10*time.Second) {
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := runner.Setup(sctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn("setting up the streams failed; retrying", slog.Duration("retry_in", delay), slog.Any("error", err))
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // checkDurability refuses a store that keeps nothing across a restart,
