@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+
 	envconfig "github.com/wxcombine/orderworker/internal/config"
 
 	"github.com/nats-io/nats.go/jetstream"

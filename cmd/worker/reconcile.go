@@ -19,8 +19,9 @@ package main
 import (
 	"context"
 	"fmt"
-	envconfig "github.com/wxcombine/orderworker/internal/config"
 	"time"
+
+	envconfig "github.com/wxcombine/orderworker/internal/config"
 
 	"github.com/nats-io/nats.go/jetstream"
 
