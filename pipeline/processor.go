@@ -563,7 +563,13 @@ func reasonOf(err error) events.Reason {
 	return events.ReasonRejected
 }
 
-// callCode labels a call's result for metrics and logs.
+// CallCode labels a WeChat Pay call's result for metrics and logs: OK, the
+// WeChat Pay code (normalized), HTTP_<status> without one, TIMEOUT,
+// CANCELED, INVALID (refused locally), TRANSPORT_ERROR (outcome unknown),
+// SIGNATURE_ERROR, UNKNOWN_MERCHANT, NO_KEY or ERROR.
+func CallCode(err error) string { return callCode(err) }
+
+// callCode is CallCode.
 func callCode(err error) string {
 	var apiErr *wechat.APIError
 	switch {
