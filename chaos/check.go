@@ -236,6 +236,11 @@ type CheckResult struct {
 	// payment events stored for the run's orders.
 	Paid          int `json:"paid"`
 	PaymentEvents int `json:"payment_events"`
+	// PaymentsNotified and PaymentsQueried split PaymentEvents by source:
+	// the notifier (a notification arrived first) or a worker (its
+	// reconciliation, a close job or asking WeChat Pay found it first).
+	PaymentsNotified int `json:"payments_notified"`
+	PaymentsQueried  int `json:"payments_queried"`
 	// Closed counts orders the simulator holds as closed; CloseEvents the
 	// orders.closed events stored for the run's orders.
 	Closed      int `json:"closed"`
@@ -323,7 +328,8 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvWarrantedCreates, fmt.Sprintf("%d create calls for %d orders, %d orders created again; repeats by warrant: %s",
 		cf.Calls, cf.Orders, cf.Repeated, joinCounts(cf.Repeats)))
 	inv(InvCreateAccounting, fmt.Sprintf("proxy saw %d create calls, the simulator counted %d", cf.Calls, cf.SimCalls))
-	inv(InvOnePayment, fmt.Sprintf("%d orders paid (every sub-order SUCCESS at the simulator), %d payment events", res.Paid, res.PaymentEvents))
+	inv(InvOnePayment, fmt.Sprintf("%d orders paid (every sub-order SUCCESS at the simulator), %d payment events (%d from notifications, %d from WeChat Pay's query answers)",
+		res.Paid, res.PaymentEvents, res.PaymentsNotified, res.PaymentsQueried))
 	inv(InvPrepayIssued, "every prepay_id, h5_url and code_url published is one the simulator answered for that order")
 	inv(InvNoFalseFailure, "no order the simulator created (and did not close) or was paid for has a failure outcome")
 	inv(InvTrueOutcome, "per order, the outcomes agree with each other and with the simulator's final state")
@@ -555,6 +561,11 @@ func (c *checker) checkPayments(ev *Evidence, key loadgen.OrderKey) {
 	var txns []string
 	for _, p := range pays {
 		txns = append(txns, p.CombineTransactionID)
+		if p.NotificationID == "" {
+			c.res.PaymentsQueried++
+		} else {
+			c.res.PaymentsNotified++
+		}
 	}
 	switch {
 	case paid && len(pays) == 0:

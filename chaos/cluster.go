@@ -203,6 +203,7 @@ func (c *cluster) startSim(ctx context.Context, keysDir string, seed int64) erro
 		"-frequency-limited-rate", fmtRate(f.FrequencyLimitedRate), "-bad-502-rate", fmtRate(f.Bad502Rate),
 		"-timeout-after-create-rate", fmtRate(f.TimeoutAfterCreateRate),
 		"-rate-per-merchant", fmtRate(f.RatePerMerchant), "-log-level", "info",
+		"-notify-drop-rate", fmtRate(c.cfg.NotifyDropRate),
 	}
 	if c.cfg.ServiceUnavailableFromSimulator {
 		// The simulator's own SERVICE_UNAVAILABLE fault, once it has one.
@@ -240,6 +241,7 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 		"WECHAT_FLAVOUR=merchant",
 		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
 		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
+		"RECONCILE_SCHEDULE=" + c.cfg.ReconcileSchedule,
 		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 		// Shorter than production so that a run takes minutes: a hung call

@@ -56,6 +56,11 @@
 //	service_unavailable_503  ServiceUnavailableRate of the creates answered
 //	                      503 SERVICE_UNAVAILABLE (by the proxy, or by the
 //	                      simulator with ServiceUnavailableFromSimulator)
+//	notifications dropped  NotifyDropRate (30%) of the payments get no
+//	                      notification: only the workers' reconciliation
+//	                      (ReconcileSchedule, 5s,15s,30s,1m) can report
+//	                      them, and one_payment_per_paid_order still wants
+//	                      exactly one payment event per paid order
 //
 // # The cluster run
 //

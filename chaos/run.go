@@ -64,6 +64,8 @@ const (
 	// the worker refuses larger settings at start.
 	MaxJobBytesDefault        = 740 << 10
 	ServiceUnavailableDefault = 0.02
+	NotifyDropDefault         = 0.3
+	ReconcileScheduleDefault  = "5s,15s,30s,1m"
 
 	// The worker's delivery settings in a run: short, so that a job can
 	// reach the delivery limit within minutes. RedeliverySchedule is the
@@ -192,6 +194,14 @@ type Config struct {
 	// has one). Defaults to ServiceUnavailableDefault; negative means none.
 	ServiceUnavailableRate          float64 `json:"service_unavailable_rate"`
 	ServiceUnavailableFromSimulator bool    `json:"service_unavailable_from_simulator"`
+	// NotifyDropRate is the share of payments whose notification the
+	// simulator never sends: only the workers' reconciliation can report
+	// them. Defaults to NotifyDropDefault; negative means none.
+	NotifyDropRate float64 `json:"notify_drop_rate"`
+	// ReconcileSchedule is the workers' RECONCILE_SCHEDULE, short so that a
+	// dropped notification's payment is found within the run. Defaults to
+	// ReconcileScheduleDefault.
+	ReconcileSchedule string `json:"reconcile_schedule"`
 	// DrainWait bounds waiting, after the load generator is done, for the
 	// jobs stream to empty; jobs left then are stranded. Defaults to
 	// AckWait × (MaxDeliver+1) + 30s.
@@ -261,6 +271,8 @@ func (cfg *Config) applyDefaults() error {
 	cfg.MaxJobBytes = cmp.Or(cfg.MaxJobBytes, MaxJobBytesDefault)
 	cfg.OversizedJobs = max(cmp.Or(cfg.OversizedJobs, OversizedJobsDefault), 0)
 	cfg.ServiceUnavailableRate = max(cmp.Or(cfg.ServiceUnavailableRate, ServiceUnavailableDefault), 0)
+	cfg.NotifyDropRate = max(cmp.Or(cfg.NotifyDropRate, NotifyDropDefault), 0)
+	cfg.ReconcileSchedule = cmp.Or(cfg.ReconcileSchedule, ReconcileScheduleDefault)
 	cfg.DrainWait = cmp.Or(cfg.DrainWait, AckWait*(MaxDeliver+1)+30*time.Second)
 	cfg.RedisServer = cmp.Or(cfg.RedisServer, "redis-server")
 	cfg.clusterDefaults()

@@ -76,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxJobBytes, "max-job-bytes", chaos.MaxJobBytesDefault, "the workers' MAX_JOB_BYTES")
 	fs.IntVar(&cfg.OversizedJobs, "oversized", chaos.OversizedJobsDefault, "jobs of exactly MAX_JOB_BYTES, and as many one byte past it (-1: none)")
 	fs.Float64Var(&cfg.ServiceUnavailableRate, "service-unavailable", chaos.ServiceUnavailableDefault, "share of create calls answered 503 SERVICE_UNAVAILABLE (-1: none)")
+	fs.Float64Var(&cfg.NotifyDropRate, "notify-drop", chaos.NotifyDropDefault, "share of payments whose notification the simulator never sends (-1: none)")
+	fs.StringVar(&cfg.ReconcileSchedule, "reconcile-schedule", chaos.ReconcileScheduleDefault, "the workers' RECONCILE_SCHEDULE")
 	fs.BoolVar(&cfg.ServiceUnavailableFromSimulator, "service-unavailable-from-simulator", false, "ask the simulator for the 503s (its -service-unavailable-rate) instead of the recording proxy")
 	fs.DurationVar(&cfg.DrainWait, "drain-wait", 0, "bound on waiting for the jobs stream to empty after the load (default: AckWait × (MaxDeliver+1) + 30s)")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run on a 3-node JetStream cluster (R3) and Redis with a replica and three Sentinels, with the cluster disruptions")
