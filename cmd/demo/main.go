@@ -105,6 +105,7 @@ var workerEnv = map[string]string{
 	"RETRY_INITIAL_INTERVAL": "100ms",
 	"RETRY_MAX_INTERVAL":     "1s",
 	"WORKER_IN_FLIGHT":       "16",
+	"WORKER_IN_FLIGHT_MIN":   "16", // a fixed level: the demo's timings stay comparable
 	"REDELIVERY_DELAYS":      "500ms,1s,2s",
 }
 
