@@ -69,14 +69,17 @@ type cluster struct {
 	redis    *proc.Proc
 	sim      *proc.Proc
 	notifier *proc.Proc
-	workers  []*proc.Proc // live workers
-	all      []*proc.Proc // every process ever started
-	started  int          // workers started
-	exits    map[string]time.Time
-	outages  []Outage
-	unexpect []string
-	skews    []SkewWindow
-	replays  []Replay
+	// notifierPort and notifierAdminPort are the notifier's addresses,
+	// kept across its restarts.
+	notifierPort, notifierAdminPort int
+	workers                         []*proc.Proc // live workers
+	all                             []*proc.Proc // every process ever started
+	started                         int          // workers started
+	exits                           map[string]time.Time
+	outages                         []Outage
+	unexpect                        []string
+	skews                           []SkewWindow
+	replays                         []Replay
 	// ackDropper, when set, sits between the workers and NATS.
 	ackDropper *AckDropper
 
@@ -308,14 +311,18 @@ func (c *cluster) startWorker(ctx context.Context) (*proc.Proc, error) {
 }
 
 func (c *cluster) startNotifier(ctx context.Context) error {
-	port, err := proc.FreePort()
-	if err != nil {
-		return err
+	// A restarted notifier listens where the first did: the orders'
+	// notify_url names it.
+	if c.notifierPort == 0 {
+		var err error
+		if c.notifierPort, err = proc.FreePort(); err != nil {
+			return err
+		}
+		if c.notifierAdminPort, err = proc.FreePort(); err != nil {
+			return err
+		}
 	}
-	adminPort, err := proc.FreePort()
-	if err != nil {
-		return err
-	}
+	port, adminPort := c.notifierPort, c.notifierAdminPort
 	env := []string{
 		"NATS_URL=" + c.natsURL(),
 		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
@@ -335,6 +342,22 @@ func (c *cluster) startNotifier(ctx context.Context) error {
 	c.notifier = p
 	c.notifierURL = "http://" + proc.Addr(port)
 	return proc.WaitHTTP(ctx, p, "http://"+proc.Addr(adminPort)+"/readyz", 60*time.Second)
+}
+
+// notifierOutage stops the notifier gracefully for d, then starts it again
+// on the same address.
+func (c *cluster) notifierOutage(ctx context.Context, d time.Duration) (float64, string) {
+	c.mu.Lock()
+	p := c.notifier
+	c.mu.Unlock()
+	down := time.Now()
+	p.Stop(15 * time.Second)
+	sleepCtx(ctx, d)
+	err := c.startNotifier(ctx)
+	if err != nil {
+		return time.Since(down).Seconds(), err.Error()
+	}
+	return time.Since(down).Seconds(), ""
 }
 
 // killWorker SIGKILLs live worker i.

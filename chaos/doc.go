@@ -61,6 +61,9 @@
 //	                      (ReconcileSchedule, 5s,15s,30s,1m) can report
 //	                      them, and one_payment_per_paid_order still wants
 //	                      exactly one payment event per paid order
+//	notifier_outage        the notifier down for NotifierOutage (20s) and
+//	                      back on the same address: WeChat Pay's retries
+//	                      and reconciliation report its payments, each once
 //
 // # The cluster run
 //

@@ -95,7 +95,7 @@ func (r *Report) finish() {
 		add(InvNoSecrets, len(r.SecretFindings), fmt.Sprintf("%d findings of key material in the logs", len(r.SecretFindings)))
 	}
 	want := map[string]int{KindKillWorker: r.Config.Kills, KindRestartRedis: r.Config.RedisRestarts, KindRestartNATS: r.Config.NATSRestarts,
-		KindWipeRedis: r.Config.RedisWipes, KindRedisOutage: r.Config.RedisOutages, KindClockSkew: r.Config.ClockSkews}
+		KindWipeRedis: r.Config.RedisWipes, KindRedisOutage: r.Config.RedisOutages, KindClockSkew: r.Config.ClockSkews, KindNotifierOutage: r.Config.NotifierOutages}
 	maps.Copy(want, r.Config.clusterWant())
 	got := map[string]int{}
 	failed := 0

@@ -156,6 +156,13 @@ type Config struct {
 	// than the whole redelivery schedule. Defaults to 1; negative means none.
 	RedisOutages int           `json:"redis_outages"`
 	RedisOutage  time.Duration `json:"redis_outage"`
+	// NotifierOutages is how many times the notifier is down for
+	// NotifierOutage, longer than the workers' reconciliation schedule:
+	// WeChat Pay's notifications of that time are lost or late, and
+	// reconciliation must report their payments, each once. Defaults to 1;
+	// negative means none.
+	NotifierOutages int           `json:"notifier_outages"`
+	NotifierOutage  time.Duration `json:"notifier_outage"`
 	// AckDropShare is the share of orders whose jobs' acknowledgements are
 	// all lost between the workers and NATS (AckDropper): the worker
 	// publishes the outcome and JetStream never hears the ack, up to the
@@ -260,6 +267,8 @@ func (cfg *Config) applyDefaults() error {
 	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
 	cfg.RedisWipes = max(cmp.Or(cfg.RedisWipes, RedisWipesDefault), 0)
 	cfg.RedisOutages = max(cmp.Or(cfg.RedisOutages, RedisOutagesDefault), 0)
+	cfg.NotifierOutages = max(cmp.Or(cfg.NotifierOutages, 1), 0)
+	cfg.NotifierOutage = cmp.Or(cfg.NotifierOutage, 20*time.Second)
 	cfg.RedisOutage = cmp.Or(cfg.RedisOutage, redeliverySpan()+MaxDeliver*time.Second+15*time.Second)
 	cfg.AckDropShare = max(cmp.Or(cfg.AckDropShare, AckDropShareDefault), 0)
 	cfg.UnknownOutcomeShare = max(cmp.Or(cfg.UnknownOutcomeShare, UnknownOutcomeShareDefault), 0)
@@ -348,6 +357,9 @@ const (
 	KindWipeRedis = "wipe_redis"
 	// KindRedisOutage keeps Redis down longer than the redelivery schedule.
 	KindRedisOutage = "redis_outage"
+	// KindNotifierOutage keeps the notifier down longer than the
+	// reconciliation schedule.
+	KindNotifierOutage = "notifier_outage"
 	// KindClockSkew skews the workers' signing clock for a window, then
 	// replays the window's dead letters.
 	KindClockSkew = "clock_skew"
@@ -638,6 +650,9 @@ func schedule(rng *mrand.Rand, cfg *Config, publishFor time.Duration) []planned 
 	for range cfg.ClockSkews {
 		kinds = append(kinds, KindClockSkew)
 	}
+	for range cfg.NotifierOutages {
+		kinds = append(kinds, KindNotifierOutage)
+	}
 	kinds = append(kinds, cfg.clusterKinds()...)
 	plan := make([]planned, len(kinds))
 	for i, k := range kinds {
@@ -716,6 +731,10 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 			d.Target = "redis"
 			d.DownSeconds, d.Error = c.restart(ctx, "redis", c.cfg.RedisOutage)
 			c.cfg.logf("redis-server was down %.1fs, longer than the redelivery schedule (%s)", d.DownSeconds, redeliverySpan())
+		case KindNotifierOutage:
+			d.Target = "notifier"
+			d.DownSeconds, d.Error = c.notifierOutage(ctx, c.cfg.NotifierOutage)
+			c.cfg.logf("notifier was down %.1fs, longer than the reconciliation schedule's first check", d.DownSeconds)
 		case KindClockSkew:
 			d.Target = "workers' clock"
 			d.DownSeconds, d.Replayed, d.Error = c.clockSkew(ctx)

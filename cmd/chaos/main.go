@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary (default: "+chaos.NATSServerModule+" built at the go.mod version)")
 	fs.IntVar(&cfg.RedisWipes, "redis-wipes", chaos.RedisWipesDefault, "Redis restarts WITHOUT its data (-1: none)")
 	fs.IntVar(&cfg.RedisOutages, "redis-outages", chaos.RedisOutagesDefault, "Redis outages longer than the redelivery schedule (-1: none)")
+	fs.IntVar(&cfg.NotifierOutages, "notifier-outages", 1, "notifier outages longer than the reconciliation schedule's first check (-1: none)")
 	fs.DurationVar(&cfg.RedisOutage, "redis-outage", 0, "length of each long Redis outage (default: the redelivery schedule + 20s)")
 	fs.Float64Var(&cfg.AckDropShare, "ack-drop", chaos.AckDropShareDefault, "share of orders whose jobs' acks are lost after the outcome, to the last delivery (-1: none)")
 	fs.Float64Var(&cfg.UnknownOutcomeShare, "unknown-outcomes", chaos.UnknownOutcomeShareDefault, "share of orders whose creates commit and never answer, to the delivery limit (-1: none)")
