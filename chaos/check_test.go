@@ -372,6 +372,11 @@ func TestCheck_outcomes(t *testing.T) {
 			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeInvalidJob}}
 			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonInvalid, StreamSequence: 3}, {Reason: events.ReasonInvalid, StreamSequence: 9}}}
 		}, ""},
+		{"one job dead-lettered at its limit, another job of the order settling it for good", func(ev *Evidence) {
+			ev.Calls, ev.Sim = nil, nil
+			ev.Outcomes[keyA] = []OutcomeEvent{{Code: events.CodeOrderNotCreated}, {Code: "PARAM_ERROR", Final: true}}
+			ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}, {Reason: events.ReasonRejected, StreamSequence: 9}}}
+		}, ""},
 		{"an order dead-lettered twice for its fate", func(ev *Evidence) {
 			ev.Calls, ev.Sim = nil, nil
 			ev.Outcomes[keyA] = []OutcomeEvent{{Code: "PARAM_ERROR", Final: true}}

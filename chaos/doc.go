@@ -58,7 +58,7 @@
 //	                      simulator with ServiceUnavailableFromSimulator)
 //	notifications dropped  NotifyDropRate (30%) of the payments get no
 //	                      notification: only the workers' reconciliation
-//	                      (ReconcileSchedule, 5s,15s,30s,1m) can report
+//	                      (ReconcileSchedule, 5s,15s,30s,1m,2m,4m,8m) can report
 //	                      them, and one_payment_per_paid_order still wants
 //	                      exactly one payment event per paid order
 //	notifier_outage        the notifier down for NotifierOutage (20s) and

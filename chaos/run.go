@@ -65,7 +65,7 @@ const (
 	MaxJobBytesDefault        = 740 << 10
 	ServiceUnavailableDefault = 0.02
 	NotifyDropDefault         = 0.3
-	ReconcileScheduleDefault  = "5s,15s,30s,1m"
+	ReconcileScheduleDefault  = "5s,15s,30s,1m,2m,4m,8m"
 
 	// The worker's delivery settings in a run: short, so that a job can
 	// reach the delivery limit within minutes. RedeliverySchedule is the
