@@ -77,6 +77,9 @@ type order struct {
 	firstAt     time.Time // stream time of the first outcome
 	deadLetters int
 	deadSeqs    []uint64 // the dead-lettered jobs' stream sequences
+	// rejected counts dead letters of a final refusal: the one job that
+	// settled the order's outcome, at most one per order.
+	rejected    int
 	payAsked    bool
 	payFailed   bool
 	paymentTxns []string                  // distinct combine_transaction_ids
@@ -277,6 +280,9 @@ func (t *Tally) DeadLettered(dl *events.DeadLetter) {
 	}
 	o.deadLetters++
 	o.deadSeqs = append(o.deadSeqs, dl.StreamSequence)
+	if dl.Reason == events.ReasonRejected {
+		o.rejected++
+	}
 }
 
 // Undecodable records a stored message of subject that did not decode: a
@@ -517,15 +523,11 @@ func (t *Tally) check(key OrderKey, o *order, add func(Violation)) {
 			add(Violation{ViolationDeadLetters, key, fmt.Sprintf("job %d dead-lettered %d times", seq, n)})
 		}
 	}
-	// Every failure event comes with one dead letter: each refused job's,
-	// and the one job's that settled a final failure.
-	fates := len(o.jobFailures)
-	if slices.ContainsFunc(o.outcomes, func(oc outcome) bool { return !oc.created }) {
-		fates++
-	}
+	// Each refused job has its own dead letter; only the job that settled
+	// a final refusal speaks of the order, and only one can.
 	switch {
-	case o.kind == KindValid && o.deadLetters > max(fates, 1):
-		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("valid order dead-lettered %d times for %d failures", o.deadLetters, fates)})
+	case o.rejected > 1:
+		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("order dead-lettered %d times for its final refusal", o.rejected)})
 	case o.deadLetters > max(o.stored, 1):
 		add(Violation{ViolationDeadLetters, key, fmt.Sprintf("%d dead letters for %d stored jobs", o.deadLetters, o.stored)})
 	}

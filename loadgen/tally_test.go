@@ -358,16 +358,28 @@ func TestTally_Record(t *testing.T) {
 			s.deadSeq("1", 7)
 			s.deadSeq("1", 7)
 		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 2}},
-		{"a valid order dead-lettered twice", func(s *scenario) {
+		{"a valid order dead-lettered twice for its final refusal", func(s *scenario) {
 			j := s.send("1", KindValid)
 			late := *j
 			late.Duplicate, late.LateDuplicate = true, true
 			s.t.Sent(&late)
 			s.t.Acked(&late, false, s.start)
-			s.failed("1", events.CodeRetriesExhausted)
+			s.failedForGood("1", "RULELIMIT")
+			k := key("1")
+			for _, seq := range []uint64{7, 9} {
+				s.t.DeadLettered(&events.DeadLetter{Reason: events.ReasonRejected, CombineMchID: k.MchID, CombineOutTradeNo: k.OutTradeNo, StreamSequence: seq})
+			}
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 1}},
+		{"two jobs of a valid order each refused and dead-lettered", func(s *scenario) {
+			j := s.send("1", KindValid)
+			late := *j
+			late.Duplicate, late.LateDuplicate = true, true
+			s.t.Sent(&late)
+			s.t.Acked(&late, false, s.start)
+			s.failed("1", events.CodeOrderNotCreated)
 			s.deadSeq("1", 7)
 			s.deadSeq("1", 9)
-		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 1}},
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{}},
 		{"each stored copy of an invalid job dead-lettered once", func(s *scenario) {
 			j := s.send("1", KindInvalid)
 			late := *j
