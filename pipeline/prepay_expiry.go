@@ -58,10 +58,10 @@ func (p *Processor) refreshPrepay(ctx context.Context, j *job, stored *events.Pr
 	case err == nil:
 		return p.publishRefreshed(ctx, j, stored, res, log)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), wechat.Retryable(err), wechat.OperatorError(err):
-		log.WarnContext(ctx, "prepay expired and WeChat Pay did not answer a new one yet; job handed back", slog.String("wechat_code", callCode(err)))
+		log.WarnContext(ctx, "prepay expired and WeChat Pay did not answer a new one yet; job handed back", slog.String("wechat_code", CallCode(err)))
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
 	}
-	log.InfoContext(ctx, "prepay expired and WeChat Pay refused the identical create; asking for the order's state", slog.String("wechat_code", callCode(err)))
+	log.InfoContext(ctx, "prepay expired and WeChat Pay refused the identical create; asking for the order's state", slog.String("wechat_code", CallCode(err)))
 	order, qerr := p.query(ctx, j)
 	if qerr != nil {
 		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), errors.Join(err, qerr))
@@ -82,7 +82,7 @@ func (p *Processor) refreshPrepay(ctx context.Context, j *job, stored *events.Pr
 		}
 		p.m.AskedWeChat(metrics.TruthClosed)
 		return p.closedAfterExpiry(ctx, j, events.ClosedPrepayExpired,
-			fmt.Sprintf("the prepay_id expired and WeChat Pay refused a new one (%s); the order was closed so it cannot be paid", callCode(err)))
+			fmt.Sprintf("the prepay_id expired and WeChat Pay refused a new one (%s); the order was closed so it cannot be paid", CallCode(err)))
 	}
 	p.m.AskedWeChat(metrics.TruthUnexpectedState)
 	return p.deadLetterOnly(ctx, j, events.ReasonUnexpectedState, fmt.Errorf("prepay expired; trade states %v: %w", tradeStates(order), err))

@@ -567,10 +567,7 @@ func reasonOf(err error) events.Reason {
 // WeChat Pay code (normalized), HTTP_<status> without one, TIMEOUT,
 // CANCELED, INVALID (refused locally), TRANSPORT_ERROR (outcome unknown),
 // SIGNATURE_ERROR, UNKNOWN_MERCHANT, NO_KEY or ERROR.
-func CallCode(err error) string { return callCode(err) }
-
-// callCode is CallCode.
-func callCode(err error) string {
+func CallCode(err error) string {
 	var apiErr *wechat.APIError
 	switch {
 	case err == nil:
@@ -634,7 +631,7 @@ func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause 
 	delay := p.RedeliveryDelay(j.d.NumDelivered)
 	p.m.Retry(metrics.RetryRedelivery)
 	j.logger().WarnContext(ctx, "retries exhausted for this delivery; job handed back", slog.Int("attempts", j.attempts),
-		slog.Duration("retry_in", delay), slog.String("wechat_code", callCode(cause)))
+		slog.Duration("retry_in", delay), slog.String("wechat_code", CallCode(cause)))
 	return RetryAfter(delay, cause)
 }
 
@@ -676,7 +673,7 @@ func failureOf(err error) *events.PrepayFailed {
 	if errors.Is(err, wechat.ErrInvalid) {
 		return invalidFailure(err)
 	}
-	code := callCode(err)
+	code := CallCode(err)
 	if wechat.OperatorError(err) {
 		code = events.CodeConfiguration
 	}
@@ -707,7 +704,7 @@ func (p *Processor) succeed(ctx context.Context, j *job, token uint64, res *wech
 		// prepay_id again. A missing key is an operator's to fix.
 		j.logger().ErrorContext(ctx, "sign pay parameters", slog.Any("error", err))
 		if wechat.OperatorError(err) {
-			f := &events.PrepayFailed{Code: events.CodeConfiguration, Message: "the order was created but its pay parameters cannot be signed (" + callCode(err) +
+			f := &events.PrepayFailed{Code: events.CodeConfiguration, Message: "the order was created but its pay parameters cannot be signed (" + CallCode(err) +
 				"): replay the dead letter after the merchant's key is installed"}
 			return p.release(ctx, j, token, events.ReasonConfiguration, f, err)
 		}

@@ -432,7 +432,7 @@ func (r *Reconciler) check(ctx context.Context, c *events.ReconcileCheck, now ti
 		log.WarnContext(ctx, "order with a prepay does not exist at WeChat Pay")
 		return later(metrics.ReconcileAnomaly)
 	case err != nil:
-		log.WarnContext(ctx, "reconcile query failed; checked again later", slog.String("wechat_code", callCode(err)))
+		log.WarnContext(ctx, "reconcile query failed; checked again later", slog.String("wechat_code", CallCode(err)))
 		return metrics.ReconcileError, r.cfg.RetryDelay
 	}
 	switch stateOf(order) {
@@ -470,7 +470,7 @@ func (r *Reconciler) closeUnpaid(ctx context.Context, key idempotency.Key, order
 	if err := r.close(ctx, key, order); err != nil {
 		// Paid in the meantime (INVALID_REQUEST 订单已支付) or a failed
 		// call: the next query tells.
-		log.WarnContext(ctx, "close failed; checked again", slog.String("wechat_code", callCode(err)))
+		log.WarnContext(ctx, "close failed; checked again", slog.String("wechat_code", CallCode(err)))
 		delay := r.cfg.RetryDelay
 		if wechat.OrderMayExist(err) {
 			delay = InFlightDelayMin
@@ -653,7 +653,7 @@ func (r *Reconciler) closeJob(ctx context.Context, j *events.CloseOrderJob, fail
 		if !last && (wechat.Retryable(err) || wechat.OrderMayExist(err)) {
 			return metrics.CloseRetry, err
 		}
-		code := callCode(err)
+		code := CallCode(err)
 		if wechat.Retryable(err) {
 			code = events.CodeRetriesExhausted
 		}

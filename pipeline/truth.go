@@ -102,14 +102,14 @@ func (p *Processor) ask(ctx context.Context, j *job, token uint64, cause error, 
 		f := &events.PrepayFailed{
 			Code: events.CodeOrderNotCreated,
 			Message: fmt.Sprintf("WeChat Pay kept failing (%s) until the delivery limit of %d and has no such order: publish the same job again (same order number and parameters)",
-				callCode(cause), p.cfg.MaxDeliver),
+				CallCode(cause), p.cfg.MaxDeliver),
 		}
 		return p.release(ctx, j, token, events.ReasonMaxDeliveries, f, cause)
 	case err != nil:
 		f := &events.PrepayFailed{
 			Code: events.CodeRetriesExhausted,
 			Message: fmt.Sprintf("WeChat Pay kept failing (%s) and the order could not be queried (%s): its state is unknown; publish the same job again (same order number and parameters)",
-				callCode(cause), callCode(err)),
+				CallCode(cause), CallCode(err)),
 		}
 		return p.release(ctx, j, token, events.ReasonMaxDeliveries, f, errors.Join(cause, err))
 	}
@@ -162,16 +162,16 @@ func (p *Processor) recoverOrClose(ctx context.Context, j *job, token uint64, ca
 		f := &events.PrepayFailed{
 			Code: events.CodeRetriesExhausted,
 			Message: fmt.Sprintf("the order exists unpaid at WeChat Pay, but neither its prepay_id (%s) nor a close (%s) could be had: publish the same job again (same order number and parameters)",
-				callCode(cause), callCode(err)),
+				CallCode(cause), CallCode(err)),
 		}
 		return p.release(ctx, j, token, events.ReasonMaxDeliveries, f, errors.Join(cause, err))
 	}
 	p.m.AskedWeChat(metrics.TruthClosed)
-	j.logger().WarnContext(ctx, "order closed at WeChat Pay: its prepay_id could not be had", slog.String("wechat_code", callCode(cause)))
+	j.logger().WarnContext(ctx, "order closed at WeChat Pay: its prepay_id could not be had", slog.String("wechat_code", CallCode(cause)))
 	if err := p.announceClosed(ctx, j, token, events.ClosedUnrecoverable); err != nil {
 		return err
 	}
-	return p.settleFailure(ctx, j, token, closedFailure(fmt.Sprintf("WeChat Pay kept failing (%s); the order was closed so it cannot be paid", callCode(cause))),
+	return p.settleFailure(ctx, j, token, closedFailure(fmt.Sprintf("WeChat Pay kept failing (%s); the order was closed so it cannot be paid", CallCode(cause))),
 		events.ReasonMaxDeliveries, cause)
 }
 
@@ -246,7 +246,7 @@ func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, wait
 		callCtx, span := calls.Attempt(callCtx)
 		start := p.cfg.NowFunc()
 		v, err := call(callCtx)
-		code := callCode(err)
+		code := CallCode(err)
 		p.m.WeChatRequestContext(callCtx, op, code, p.cfg.NowFunc().Sub(start))
 		endAttempt(span, code, err)
 		if err != nil && !wechat.Retryable(err) {
@@ -255,8 +255,8 @@ func retryCall[T any](ctx context.Context, p *Processor, j *job, op string, wait
 		return v, err
 	}, b, func(err error, next time.Duration) {
 		p.m.Retry(metrics.RetryInProcess)
-		calls.Wait(ctx, next, callCode(err))
-		j.logger().WarnContext(ctx, "wechat call will be retried", slog.String("op", op), slog.String("wechat_code", callCode(err)),
+		calls.Wait(ctx, next, CallCode(err))
+		j.logger().WarnContext(ctx, "wechat call will be retried", slog.String("op", op), slog.String("wechat_code", CallCode(err)),
 			slog.Duration("retry_in", next), slog.Any("error", err))
 	})
 	calls.End(err)
