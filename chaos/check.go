@@ -69,6 +69,12 @@ const (
 	// merchant): WeChat Pay did nothing, and the job may come back once the
 	// cause is fixed.
 	WarrantOperatorFix = "operator_fix"
+	// WarrantReleased: the previous call was answered that the number is
+	// taken, closed or paid, the job that got it ended with a failure that
+	// is not the order's outcome (its claim released: WeChat Pay's state
+	// could not be had), so a later job of the order starts again, create
+	// first.
+	WarrantReleased = "released"
 	// Unwarranted: none of the above; a violation.
 	Unwarranted = "unwarranted"
 )
@@ -662,6 +668,8 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		// The outcome that answer settled has expired: a duplicate after
 		// it asks WeChat Pay again, create first.
 		return WarrantRecordExpired, ""
+	case prev.Status/100 != 2 && slices.ContainsFunc(ev.Outcomes[cur.Order], func(o OutcomeEvent) bool { return !o.Created && !o.Final }):
+		return WarrantReleased, ""
 	case prev.Status/100 != 2:
 		return Unwarranted, fmt.Sprintf("the previous call was answered %d %s, which is not retryable", prev.Status, prev.Code)
 	}

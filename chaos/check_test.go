@@ -104,6 +104,16 @@ func TestCheck_creates(t *testing.T) {
 			Unwarranted, InvWarrantedCreates,
 		},
 		{
+			"a create again after a 400 whose job was released with a failure that is not the order's",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w2", 20, 21, 200, "wx1", true))
+				ev.Outcomes[keyA] = append(ev.Outcomes[keyA], OutcomeEvent{Code: events.CodeRetriesExhausted})
+				ev.DeadLetters = map[loadgen.OrderKey][]DeadLetterRecord{keyA: {{Reason: events.ReasonMaxDeliveries, StreamSequence: 3}}}
+				return ev
+			}(),
+			WarrantReleased, "",
+		},
+		{
 			"overlapping calls after Redis came back empty",
 			func() *Evidence {
 				ev := created(call("w1", 0, 5, 0, "", false), call("w2", 4, 6, 200, "wx1", true))
