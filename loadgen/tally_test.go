@@ -357,7 +357,7 @@ func TestTally_Record(t *testing.T) {
 			s.failed("1", events.CodeInvalidJob)
 			s.deadSeq("1", 7)
 			s.deadSeq("1", 7)
-		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 2}},
+		}, map[OrderKey]wechatsim.OrderInfo{}, map[string]int{ViolationDeadLetters: 1}},
 		{"a valid order dead-lettered twice for its final refusal", func(s *scenario) {
 			j := s.send("1", KindValid)
 			late := *j
