@@ -89,7 +89,7 @@ func clusterBench(ctx context.Context, log *slog.Logger, say func(string, ...any
 	}
 	res := &ClusterResults{Date: time.Now().UTC(), Machine: machine()}
 	res.Machine.LoadBefore = loadAvg()
-	res.Machine.NATS = "nats-server " + chaos.NATSServerModule + " (go.mod version), processes"
+	res.Machine.NATS = builtNATS("processes")
 	res.Machine.Store = "Redis (" + redisBin + "), one server"
 
 	// Single node: one nats-server, R1.

@@ -122,8 +122,17 @@ type RateLimitRun struct {
 // limitRuns starts a stack with two default workers and does the latency
 // runs and the rate-limit run.
 func limitRuns(ctx context.Context, o *options, res *Results, log *slog.Logger, say func(string, ...any)) error {
-	natsBin, _ := exec.LookPath("nats-server")
+	natsBin, cleanup, err := natsServer(ctx, say)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 	redisBin, _ := exec.LookPath("redis-server")
+	m := machine()
+	m.NATS, m.Store = builtNATS("process"), "Redis ("+redisBin+")"
+	m.LoadBefore = loadAvg()
+	res.LimitsMachine = &m
+	defer func() { m.LoadAfter = loadAvg() }()
 	say("limits: starting a stack with 2 workers with default settings …")
 	st, err := stack.Start(ctx, stack.Config{NATSServerBin: natsBin, RedisServerBin: redisBin, Workers: 2, Logger: log})
 	if err != nil {
@@ -369,6 +378,10 @@ func limitsMarkdown(r *Results) string {
 	var b strings.Builder
 	if len(r.LatencyRuns) > 0 {
 		fmt.Fprintf(&b, "## Latency runs (%s): 2 workers with default settings\n\n", r.LimitsDate.Format("2006-01-02 15:04 MST"))
+		if m := r.LimitsMachine; m != nil {
+			fmt.Fprintf(&b, "On %d × %s, %s, %s; NATS: %s; idempotency store: %s. Load average at the start: %s; at the end: %s.\n\n",
+				m.CPUs, m.CPUModel, m.GoVersion, m.OS, m.NATS, m.Store, m.LoadBefore, m.LoadAfter)
+		}
 		b.WriteString("| run | sim latency | orders | orders/s | CPU ms/order | CPU-bound orders/s | latency_efficiency | ÷ orders/s at 0 ms | limits at the end | p99 ms | half rate: offered | p50 ms | p99 ms | p99 goal ms | violations | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, l := range r.LatencyRuns {
 			fmt.Fprintf(&b, "| %s | %.0f ms | %d | %.1f | %.2f | %.1f | **%.2f** | %.2f | %v | %.0f | %.0f/s | %.1f | **%.1f** | %.0f | %d | %s → %s |\n",

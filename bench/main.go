@@ -54,7 +54,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/loadgen"
 	"github.com/wxcombine/orderworker/loadgen/stack"
 	"github.com/wxcombine/orderworker/wechat"
@@ -96,12 +98,15 @@ type Results struct {
 	Floor   Floor     `json:"floor"`
 	Micro   []Micro   `json:"micro"`
 	Runs    []Run     `json:"runs"`
-	// LatencyRuns and RateLimitRun are the limit runs, done at LimitsDate.
-	LimitsDate   time.Time     `json:"limits_date"`
-	LatencyRuns  []LatencyRun  `json:"latency_runs"`
-	NoLatencyRun *Run          `json:"no_latency_run"`
-	RateLimitRun *RateLimitRun `json:"rate_limit_run"`
-	Notes        []string      `json:"notes"`
+	// LatencyRuns and RateLimitRun are the limit runs, done at LimitsDate
+	// on LimitsMachine (`make bench/latency` redoes them alone, keeping
+	// the other figures and their Machine).
+	LimitsDate    time.Time     `json:"limits_date"`
+	LimitsMachine *Machine      `json:"limits_machine,omitempty"`
+	LatencyRuns   []LatencyRun  `json:"latency_runs"`
+	NoLatencyRun  *Run          `json:"no_latency_run"`
+	RateLimitRun  *RateLimitRun `json:"rate_limit_run"`
+	Notes         []string      `json:"notes"`
 }
 
 // Machine describes where the figures were measured.
@@ -454,12 +459,13 @@ func runMicroBench(ctx context.Context, benchtime string, env []string, pattern,
 
 // endToEnd runs the load scenarios against a fresh stack per build.
 func endToEnd(ctx context.Context, o *options, res *Results, boringOK bool, log *slog.Logger, say func(string, ...any)) error {
-	natsBin, _ := exec.LookPath("nats-server")
-	redisBin, _ := exec.LookPath("redis-server")
-	res.Machine.NATS, res.Machine.Store = "embedded nats-server/v2", "JetStream KV"
-	if natsBin != "" {
-		res.Machine.NATS = natsBin + " (process)"
+	natsBin, cleanup, err := natsServer(ctx, say)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
+	redisBin, _ := exec.LookPath("redis-server")
+	res.Machine.NATS, res.Machine.Store = builtNATS("process"), "JetStream KV"
 	if redisBin != "" {
 		res.Machine.Store = "Redis (" + redisBin + ")"
 	}
@@ -551,6 +557,14 @@ func scenarios(ctx context.Context, o *options, res *Results, st *stack.Stack, b
 // measure publishes orders and answers the run's figures, CPU per process
 // included.
 func measure(ctx context.Context, nc *nats.Conn, st *stack.Stack, sim *loadgen.SimClient, name string, orders int, rate float64) (Run, error) {
+	// The bench never pays its orders, so every earlier run's order would
+	// be queried by reconciliation (RECONCILE_SCHEDULE, first at 1m)
+	// during this one, its calls and CPU counted here, and against a
+	// merchant's rate cap. Each run measures its own orders: it starts with
+	// the schedule's stream empty, and lasts less than the first step.
+	if err := purgeReconcile(ctx, nc); err != nil {
+		return Run{}, err
+	}
 	procs := st.Processes()
 	before := cpuSnapshot(procs)
 	var after map[string]time.Duration
@@ -560,8 +574,12 @@ func measure(ctx context.Context, nc *nats.Conn, st *stack.Stack, sim *loadgen.S
 		Rate:               rate,
 		MaxInFlight:        1024,
 		MaxCreatesPerOrder: 1,
-		Wait:               60 * time.Second,
-		Linger:             100 * time.Millisecond,
+		// Outcomes may trail the publishing by the whole queue (a peak
+		// run publishes as fast as it can); the wait ends as soon as every
+		// outcome arrived, so a long bound costs nothing, and a short one
+		// would count the queue's tail as missing outcomes.
+		Wait:   5 * time.Minute,
+		Linger: 100 * time.Millisecond,
 		CreateCountsFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]int, error) {
 			after = cpuSnapshot(procs) // before the simulator answers the look-ups
 			return sim.CreateCounts(ctx, keys)
@@ -671,3 +689,23 @@ func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Milli
 func round1(v float64) float64 { return math.Round(v*10) / 10 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// purgeReconcile empties the reconciliation schedule's stream; a stack
+// whose workers have not created it yet has nothing to purge.
+func purgeReconcile(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	s, err := js.Stream(ctx, events.StreamReconcile)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bench: reconcile stream: %w", err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		return fmt.Errorf("bench: purge %s: %w", events.StreamReconcile, err)
+	}
+	return nil
+}

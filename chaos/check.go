@@ -49,8 +49,9 @@ const (
 	// WarrantNoAnswer: the previous call got no answer the worker could read
 	// (timeout after create, a slow answer, a worker that died mid-call).
 	WarrantNoAnswer = "no_answer"
-	// WarrantWorkerExit: the previous call was answered 2xx, but the worker
-	// that received the answer died before the next call, so the outcome may
+	// WarrantWorkerExit: the previous call was answered (2xx, or that the
+	// number is taken, closed or paid, or refused), but the worker that
+	// received the answer died before the next call, so what it learnt may
 	// never have been stored.
 	WarrantWorkerExit = "worker_exit"
 	// WarrantStoreOutage: the previous call was answered 2xx while the
@@ -122,6 +123,10 @@ type Outage struct {
 	// meanwhile, though the server is not Redis: a NATS node's disruption
 	// with the JetStream KV backend (the bucket's leader may be on it).
 	Store bool `json:"store,omitempty"`
+	// StoreUp, with Store, is when the store answered writes again through
+	// every node, as the harness probed it: later than Up while the
+	// bucket's stream elects a leader or catches a node up.
+	StoreUp time.Time `json:"store_up,omitzero"`
 }
 
 // DeadLetterRecord is one stored dead letter of an order.
@@ -146,6 +151,12 @@ type StrandedJob struct {
 	Order    loadgen.OrderKey `json:"order"`
 	Sequence uint64           `json:"sequence"`
 	Bytes    int              `json:"bytes"`
+	// Acked: the consumer's acknowledgement floor is at or past Sequence,
+	// so JetStream recorded the job's acknowledgement (or termination) and
+	// will never deliver it again, yet its work-queue stream kept the
+	// message (replicated work queues can: nats-server#3953, #5148). Such
+	// a job ended if its order has an outcome or a dead letter.
+	Acked bool `json:"acked,omitempty"`
 }
 
 // Evidence is everything the checks read.
@@ -251,6 +262,11 @@ type CheckResult struct {
 	// orders.closed events stored for the run's orders.
 	Closed      int `json:"closed"`
 	CloseEvents int `json:"close_events"`
+	// KeptAfterAck counts jobs JetStream kept in the jobs stream after
+	// recording their acknowledgement (StrandedJob.Acked) whose order has
+	// an outcome or a dead letter: they ended, and are reported, not
+	// counted as violations.
+	KeptAfterAck int `json:"kept_after_ack,omitempty"`
 }
 
 // maxListed caps CheckResult.Violations; ViolationCounts counts them all.
@@ -299,6 +315,14 @@ func Check(ev *Evidence) *CheckResult {
 		c.checkReplay(r, calls[r.Order], settled)
 	}
 	for _, j := range ev.Stranded {
+		if j.Acked && (len(ev.Outcomes[j.Order]) > 0 || len(ev.DeadLetters[j.Order]) > 0) {
+			res.KeptAfterAck++
+			continue
+		}
+		if j.Acked {
+			c.add(InvJobsEnd, j.Order, "job %d (%d bytes) was acknowledged, but its order has no outcome and no dead letter", j.Sequence, j.Bytes)
+			continue
+		}
 		c.add(InvJobsEnd, j.Order, "job %d (%d bytes) is still in the jobs stream: no acknowledgement, no termination", j.Sequence, j.Bytes)
 	}
 	// Events and calls for orders this run never published.
@@ -342,7 +366,7 @@ func Check(ev *Evidence) *CheckResult {
 	inv(InvPaymentMatches, "payment events match the simulator's transaction ids, states and amounts of every sub-order")
 	inv(InvDeadLetters, fmt.Sprintf("%d dead letters: one per job at most; one per order unless each is of an unreadable or invalid job", res.DeadLetters))
 	inv(InvEventsDecode, fmt.Sprintf("%d stored messages did not decode", len(ev.Undecodable)))
-	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream", len(ev.Stranded)))
+	inv(InvJobsEnd, fmt.Sprintf("%d jobs left in the jobs stream (%d of them acknowledged, their orders settled, but kept by JetStream)", len(ev.Stranded), res.KeptAfterAck))
 	inv(InvNoRetryableFail, "no failure outcome carries a code WeChat Pay says to retry (5xx, 429, SYSTEMERROR, SERVICE_UNAVAILABLE…)")
 	inv(InvReplayReaches, fmt.Sprintf("%d dead letters replayed after the clock was fixed; each must reach WeChat Pay again", len(ev.Replays)))
 	inv(InvOneClose, fmt.Sprintf("%d orders closed, %d orders.closed events; none both paid and closed", res.Closed, res.CloseEvents))
@@ -653,6 +677,11 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 	if cur.Start.Before(prev.End) {
 		return Unwarranted, fmt.Sprintf("overlaps the previous call by %s (%s)", prev.Instance, prev.End.Sub(cur.Start))
 	}
+	// The worker that received the previous answer died before this call:
+	// whatever it learnt (a prepay, or that the number is taken, closed or
+	// paid) may have died with it, unstored.
+	at, ok := ev.Exits[prev.Instance]
+	exited := ok && !at.Before(prev.End.Add(-time.Second)) && at.Before(cur.Start)
 	switch {
 	case prev.Status == 0 || !prev.Delivered:
 		return WarrantNoAnswer, ""
@@ -670,10 +699,12 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantRecordExpired, ""
 	case prev.Status/100 != 2 && slices.ContainsFunc(ev.Outcomes[cur.Order], func(o OutcomeEvent) bool { return !o.Created && !o.Final }):
 		return WarrantReleased, ""
+	case prev.Status/100 != 2 && exited:
+		return WarrantWorkerExit, ""
 	case prev.Status/100 != 2:
 		return Unwarranted, fmt.Sprintf("the previous call was answered %d %s, which is not retryable", prev.Status, prev.Code)
 	}
-	if at, ok := ev.Exits[prev.Instance]; ok && !at.Before(prev.End.Add(-time.Second)) && at.Before(cur.Start) {
+	if exited {
 		return WarrantWorkerExit, ""
 	}
 	for _, o := range ev.Outages {
@@ -686,14 +717,8 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 	if ev.OutcomeTTL > 0 && cur.Start.Sub(prev.End) > ev.OutcomeTTL {
 		return WarrantRecordExpired, ""
 	}
-	for _, o := range ev.Outages {
-		if o.Server != "redis" && !o.Store {
-			continue
-		}
-		from, to := prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)
-		if o.Down.Before(to) && o.Up.After(from) {
-			return WarrantStoreOutage, ""
-		}
+	if storeDownBetween(ev, prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)) {
+		return WarrantStoreOutage, ""
 	}
 	return Unwarranted, fmt.Sprintf("the previous call (by %s, ended %s) was answered %d %s and delivered, with no worker exit or store outage in between",
 		prev.Instance, prev.End.Format("15:04:05.000"), prev.Status, prev.Ref)
@@ -710,15 +735,21 @@ func lostBetween(ev *Evidence, prev, cur Call) bool {
 	return false
 }
 
-// storeDownBetween reports whether Redis was down at some time between
-// from and to.
+// storeDownBetween reports whether the idempotency store was down at some
+// time between from and to: Redis, or a NATS node with the KV backend until
+// the store answered again.
 func storeDownBetween(ev *Evidence, from, to time.Time) bool {
-	for _, o := range ev.Outages {
-		if o.Server == "redis" && o.Down.Before(to) && o.Up.After(from) {
-			return true
-		}
+	return slices.ContainsFunc(ev.Outages, func(o Outage) bool {
+		return (o.Server == "redis" || o.Store) && o.Down.Before(to) && o.storeUp().After(from)
+	})
+}
+
+// storeUp answers when the outage ended for the idempotency store.
+func (o Outage) storeUp() time.Time {
+	if o.StoreUp.After(o.Up) {
+		return o.StoreUp
 	}
-	return false
+	return o.Up
 }
 
 // checkClosed: an order the simulator closed has exactly one orders.closed

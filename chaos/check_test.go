@@ -95,6 +95,24 @@ func TestCheck_creates(t *testing.T) {
 			WarrantWorkerExit, "",
 		},
 		{
+			"worker killed after WeChat Pay answered that the order is paid, before asking it more",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w2", 30, 31, 200, "wx1", true))
+				ev.Exits["w1"] = at(2)
+				return ev
+			}(),
+			WarrantWorkerExit, "",
+		},
+		{
+			"a create again after a paid answer whose worker lived",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w2", 30, 31, 200, "wx1", true))
+				ev.Exits["w1"] = at(40)
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
 			"worker killed long before the answer does not count",
 			func() *Evidence {
 				ev := created(call("w1", 0, 1, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
@@ -157,6 +175,24 @@ func TestCheck_creates(t *testing.T) {
 				return ev
 			}(),
 			WarrantStoreOutage, "",
+		},
+		{
+			"the KV bucket still without a leader after the node came back, while storing the outcome",
+			func() *Evidence {
+				ev := created(call("w1", 10, 11, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-3", Down: at(0), Up: at(8), StoreUp: at(13), Store: true}}
+				return ev
+			}(),
+			WarrantStoreOutage, "",
+		},
+		{
+			"a NATS node back, and the KV bucket answering, before the call",
+			func() *Evidence {
+				ev := created(call("w1", 10, 11, 200, "wx1", true), call("w2", 40, 41, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-3", Down: at(0), Up: at(8), StoreUp: at(8.5), Store: true}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
 		},
 		{
 			"Redis came back empty between the calls",
@@ -413,6 +449,12 @@ func TestCheck_outcomes(t *testing.T) {
 		}, InvEventsDecode},
 		{"a job left in the jobs stream", func(ev *Evidence) {
 			ev.Stranded = []StrandedJob{{Order: keyA, Sequence: 12, Bytes: 900 << 10}}
+		}, InvJobsEnd},
+		{"an acknowledged job kept in the stream, its order settled", func(ev *Evidence) {
+			ev.Stranded = []StrandedJob{{Order: keyA, Sequence: 12, Bytes: 900, Acked: true}}
+		}, ""},
+		{"an acknowledged job kept in the stream, its order without outcome", func(ev *Evidence) {
+			ev.Stranded = []StrandedJob{{Order: loadgen.OrderKey{MchID: "1900000109", OutTradeNo: "UNSETTLED"}, Sequence: 12, Bytes: 900, Acked: true}}
 		}, InvJobsEnd},
 		{"event of an order never published", func(ev *Evidence) {
 			ev.Outcomes[loadgen.OrderKey{MchID: "1", OutTradeNo: "X"}] = []OutcomeEvent{{Code: "X"}}

@@ -245,6 +245,12 @@ func (c *cluster) workerEnv(baseURL string, adminPort int) []string {
 		"WECHAT_MERCHANTS=" + strings.Join(c.mchIDs, ","),
 		"WECHAT_MERCHANT_DIR=" + c.merchantDir,
 		"RECONCILE_SCHEDULE=" + c.cfg.ReconcileSchedule,
+		// The payments-seen record on JetStream KV, as the manifests run
+		// it (deploy/k8s/base/worker.env): outside the idempotency
+		// store's failure domain, so a Redis that loses its data (the
+		// suite's wipe, a failover to a lagging replica) does not lose the
+		// memory of published prepays and payments with it.
+		"PAYMENTS_SEEN_BACKEND=kv",
 		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 		// Shorter than production so that a run takes minutes: a hung call
@@ -331,8 +337,11 @@ func (c *cluster) startNotifier(ctx context.Context) error {
 		"ADMIN_ADDR=" + proc.Addr(adminPort),
 		"LOG_LEVEL=info",
 		// The workers' payments-seen record.
-		"IDEMPOTENCY_BACKEND=redis",
-		"REDIS_ADDRS=" + proc.Addr(c.redisPort),
+		"PAYMENTS_SEEN_BACKEND=kv",
+	}
+	if c.cfg.Cluster {
+		// The bucket's replicas as the workers made it.
+		env = append(env, "STREAM_REPLICAS="+strconv.Itoa(ClusterNodes))
 	}
 	p, err := Start("notifier", filepath.Join(c.logs, "notifier.log"), env, c.bins["notifier"])
 	if err != nil {

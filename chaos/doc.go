@@ -17,6 +17,8 @@
 // limits each merchant's request rate. During the publishing time, at
 // moments drawn from Config.Seed, it SIGKILLs a worker five times (starting
 // a new one each time), and stops and restarts Redis once and NATS once.
+// The disruptions go one at a time, so long ones push later ones back; the
+// run lasts until the load and the whole plan are over.
 // Everything it starts is killed when Run returns, and dies with the harness
 // (Pdeathsig); the whole run is bounded by Config.Timeout. The nats-server is
 // built from the version go.mod requires ([BuildNATSServer]) unless

@@ -19,6 +19,7 @@ import (
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/internal/proc"
 	"github.com/wxcombine/orderworker/loadgen"
+	"github.com/wxcombine/orderworker/pipeline"
 )
 
 // The faults of one true outcome per order: each row of what the product
@@ -355,6 +356,18 @@ func drainJobs(ctx context.Context, js jetstream.JetStream, wait time.Duration, 
 		logf("waiting for %d jobs left in %s to end", info.State.Msgs, events.StreamJobs)
 		sleepCtx(ctx, 5*time.Second)
 	}
+	var ackFloor uint64
+	if info.State.Msgs > 0 {
+		ci, err := js.Consumer(ctx, events.StreamJobs, pipeline.ConsumerDefault)
+		if err != nil {
+			return nil, fmt.Errorf("chaos: consumer %s: %w", pipeline.ConsumerDefault, err)
+		}
+		ack, err := ci.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("chaos: consumer %s: %w", pipeline.ConsumerDefault, err)
+		}
+		ackFloor = ack.AckFloor.Stream
+	}
 	var left []StrandedJob
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq && len(left) < maxListed; seq++ {
 		m, err := st.GetMsg(ctx, seq)
@@ -364,7 +377,7 @@ func drainJobs(ctx context.Context, js jetstream.JetStream, wait time.Duration, 
 		if err != nil {
 			return left, fmt.Errorf("chaos: stream %s: message %d: %w", events.StreamJobs, seq, err)
 		}
-		left = append(left, StrandedJob{Order: jobKey(m.Data), Sequence: seq, Bytes: len(m.Data)})
+		left = append(left, StrandedJob{Order: jobKey(m.Data), Sequence: seq, Bytes: len(m.Data), Acked: seq <= ackFloor})
 	}
 	return left, nil
 }

@@ -82,7 +82,15 @@ func TestAckDropper(t *testing.T) {
 	if deliveries["DROP1"] != 3 || deliveries["KEEP1"] != 1 {
 		t.Errorf("deliveries = %v, want DROP1 delivered 3 times (MaxDeliver, every ack lost) and KEEP1 once", deliveries)
 	}
-	if acks, orders := p.Dropped(); acks != 3 || orders != 1 {
+	// The last ack is on its way through the proxy when the third
+	// delivery is counted: wait for the proxy to see it.
+	var acks, orders int
+	for wait := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if acks, orders = p.Dropped(); acks >= 3 || time.Now().After(wait) {
+			break
+		}
+	}
+	if acks != 3 || orders != 1 {
 		t.Errorf("Dropped() = %d acks of %d orders, want 3 of 1", acks, orders)
 	}
 	info, err := st.Info(ctx)
@@ -167,5 +175,23 @@ func TestRecorder_faults(t *testing.T) {
 		if faults[k] != v {
 			t.Errorf("call %s fault = %q, want %q (all: %v)", k, faults[k], v, faults)
 		}
+	}
+}
+
+// The load generator's tally judges only after the last reconciliation
+// step could have reported a dropped notification's payment, and after
+// the whole redelivery schedule of a job.
+func TestConfig_settleWait(t *testing.T) {
+	cfg := Config{DrainWait: 2 * time.Minute, ReconcileSchedule: "5s, 15s,8m,1m"}
+	if got, want := cfg.settleWait(time.Hour), 2*time.Minute+8*time.Minute+2*AckWait; got != want {
+		t.Errorf("settleWait() = %s, want %s", got, want)
+	}
+	// Near the run's end, the drain and the reading still fit.
+	if got, want := cfg.settleWait(10*time.Minute), 7*time.Minute; got != want {
+		t.Errorf("settleWait() with 10m left = %s, want %s", got, want)
+	}
+	cfg = Config{DrainWait: time.Second, ReconcileSchedule: "1s"}
+	if got := cfg.settleWait(time.Hour); got != 5*time.Minute {
+		t.Errorf("settleWait() of a short schedule = %s, want the 5m floor", got)
 	}
 }

@@ -15,9 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/internal/proc"
 	"github.com/wxcombine/orderworker/pipeline"
 )
@@ -231,6 +233,7 @@ func (c *cluster) natsFault(ctx context.Context, js jetstream.JetStream, kind st
 		sleepCtx(ctx, pause)
 		c.routes.cut(n.idx, false)
 		o.Up = time.Now()
+		o.StoreUp = c.storeBack(ctx)
 		c.addOutage(o)
 		return n.name + " (partitioned)", o.Up.Sub(o.Down).Seconds(), nil
 	default:
@@ -244,8 +247,49 @@ func (c *cluster) natsFault(ctx context.Context, js jetstream.JetStream, kind st
 	sleepCtx(ctx, pause)
 	err = c.startNode(ctx, n)
 	o.Up = time.Now()
+	o.StoreUp = c.storeBack(ctx)
 	c.addOutage(o)
 	return n.name, o.Up.Sub(o.Down).Seconds(), err
+}
+
+// storeBack answers when the disruption just undone is over for the
+// idempotency store (Outage.StoreUp). With Redis, now. With the JetStream
+// KV backend, the node being up again is not enough: the bucket's stream
+// may still be electing a leader or catching a node up, and a worker's
+// write through any node fails meanwhile ("no response from stream"). So
+// the store is back when a write to the bucket succeeds through each node
+// in turn, as the harness measures it, within a minute.
+func (c *cluster) storeBack(ctx context.Context) time.Time {
+	if !c.cfg.KVBackend {
+		return time.Now()
+	}
+	for _, n := range c.nodes {
+		_ = waitUntil(ctx, time.Minute, "the idempotency bucket through "+n.name, func() bool { return c.probeBucket(ctx, n) == nil })
+	}
+	return time.Now()
+}
+
+// probeBucket writes the probe key of node n in the idempotency bucket
+// through a connection to n alone. The key is no order's: records are
+// named <mchid>.<out_trade_no>, and a probe's first token is "chaos-probe".
+func (c *cluster) probeBucket(ctx context.Context, n *natsNode) error {
+	nc, err := nats.Connect("nats://"+proc.Addr(n.clientPort), nats.NoReconnect(), nats.Timeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(pctx, idempotency.KVBucketDefault)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(pctx, "chaos-probe."+n.name, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	return err
 }
 
 func (c *cluster) addOutage(o Outage) {

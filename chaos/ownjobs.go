@@ -64,15 +64,16 @@ func newOwnJob(m loadgen.Merchant, no string, size int) (ownJob, error) {
 	return ownJob{key: loadgen.OrderKey{MchID: m.MchID, OutTradeNo: no}, subject: events.Subjects{}.Job(wechat.TradeTypeNative), body: body}, nil
 }
 
-// publish publishes j with msgID and waits for JetStream to store it.
+// publish publishes j with msgID and waits for JetStream to store it. A
+// publish that got no answer (a cluster electing a stream leader, a node
+// killed under it) is repeated with the same msgID for up to
+// loadgen.RepublishFor, which makes a stored first try a duplicate; a job
+// refused for its size is not.
 func (j ownJob) publish(ctx context.Context, js jetstream.JetStream, msgID string) error {
 	msg := nats.NewMsg(j.subject)
 	msg.Data = j.body
 	msg.Header.Set(events.HeaderMsgID, msgID)
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err := js.PublishMsg(pctx, msg)
-	if err != nil {
+	if _, err := loadgen.PublishStored(ctx, js, msg, loadgen.RepublishFor); err != nil {
 		return fmt.Errorf("chaos: publish own job %s (%d bytes): %w", j.key, len(j.body), err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,6 +243,37 @@ type Config struct {
 	WorkerEnv []string `json:"worker_env,omitempty"`
 	// Progress receives progress lines. Defaults to io.Discard.
 	Progress io.Writer `json:"-"`
+}
+
+// settleWait bounds how long the load generator waits, after its last
+// publish, for every outcome, dead letter and payment: a job may need the
+// whole redelivery schedule (DrainWait), and a payment whose notification
+// was dropped is reported by the reconciliation's last check, at the
+// schedule's last step after its prepay plus a redelivery of that check.
+// The wait ends as soon as nothing is missing, so a long bound costs
+// nothing when every order settles; its tally then judges settled orders,
+// not ones still in the jobs stream behind a throttled merchant.
+//
+// left is the time the run has left: the wait leaves enough of it to drain
+// the jobs stream and read the streams afterwards (DrainWait + 1 minute),
+// so a run that misses an outcome ends in a verdict that names it, not in
+// its own timeout.
+func (cfg *Config) settleWait(left time.Duration) time.Duration {
+	var last time.Duration
+	for _, f := range strings.Split(cfg.ReconcileSchedule, ",") {
+		if d, err := time.ParseDuration(strings.TrimSpace(f)); err == nil {
+			last = max(last, d)
+		}
+	}
+	return max(min(max(5*time.Minute, cfg.DrainWait+last+AckWait*2), left-cfg.DrainWait-time.Minute), time.Minute)
+}
+
+// deadlineOf answers ctx's deadline, or a day from now without one.
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(24 * time.Hour)
 }
 
 func (cfg *Config) applyDefaults() error {
@@ -482,7 +514,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		DuplicateShare: cfg.DuplicateShare, LateDuplicateShare: cfg.LateDuplicateShare,
 		InvalidShare: cfg.InvalidShare, MalformedShare: cfg.MalformedShare, PayShare: cfg.PayShare,
 		PayFunc: sim.Pay, RunID: fmt.Sprintf("CH%08d", rng.Uint64()%100_000_000), Seed: lgSeed,
-		Wait: 5 * time.Minute, Linger: 2 * time.Second, StreamWait: 30 * time.Second,
+		Linger: 2 * time.Second, StreamWait: 30 * time.Second,
 		RecordFunc: func(ctx context.Context, keys []loadgen.OrderKey) (map[loadgen.OrderKey]wechatsim.OrderInfo, error) {
 			got, err := sim.Orders(ctx, keys)
 			keysMu.Lock()
@@ -513,6 +545,7 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	messages := float64(cfg.Orders) * (1 + cfg.DuplicateShare)
 	publishFor := time.Duration(messages / cfg.PublishRate * float64(time.Second))
 	plan := schedule(rng, cfg, publishFor)
+	lcfg.Wait = cfg.settleWait(time.Until(deadlineOf(ctx)) - publishFor) // counted from the last publish
 	cfg.logf("seed %d: publishing %d orders (+%.0f%% duplicates) over ~%s; %d disruptions planned",
 		cfg.Seed, cfg.Orders, cfg.DuplicateShare*100, publishFor.Round(time.Second), len(plan))
 
@@ -528,10 +561,11 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	own := &ownFaults{c: c, js: js, nc: nc, sim: sim, runID: lcfg.RunID, merch: merchants[0], counts: map[string]int{}}
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	chaosDone := make(chan []Disruption, 1)
+	planDone := make(chan struct{})
 	ownDone := make(chan struct{})
 	start := time.Now()
-	go func() { // Owned by run; ends when chaosCtx ends or the plan is done.
-		chaosDone <- c.disrupt(chaosCtx, rng, plan, start)
+	go func() { // Owned by run; ends when chaosCtx ends.
+		chaosDone <- c.disrupt(chaosCtx, rng, plan, start, planDone)
 	}()
 	go func() { // Owned by run; ends when its jobs are published or ctx ends.
 		defer close(ownDone)
@@ -541,6 +575,20 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	lrep, lerr := loadgen.Run(ctx, nc, lcfg)
 	time.Sleep(2 * time.Second) // late events get a chance to show up
 	<-ownDone
+	// The disruptions go one at a time, and long ones (a Redis outage, the
+	// notifier's, a clock skew and its replay) can push the rest past the
+	// load's last outcome on a fast machine. The run is over when both are:
+	// the late ones still meet the reconciliation checks, late duplicates
+	// and payments under way, and the drain and the checks come after.
+	select {
+	case <-planDone:
+	default:
+		cfg.logf("load done; waiting for the planned disruptions still to come")
+		select {
+		case <-planDone:
+		case <-ctx.Done():
+		}
+	}
 	stopChaos()
 	rep.Disruptions = <-chaosDone
 	rep.Loadgen = lrep
@@ -663,10 +711,17 @@ func schedule(rng *mrand.Rand, cfg *Config, publishFor time.Duration) []planned 
 	return lagFirst(plan)
 }
 
-// disrupt carries out the plan, one disruption at a time, and replaces
-// workers that die on their own.
-func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, start time.Time) []Disruption {
+// disrupt carries out the plan, one disruption at a time, closes planDone
+// when the last one is over, and replaces workers that die on their own
+// until ctx ends.
+func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, start time.Time, planDone chan<- struct{}) []Disruption {
 	var done []Disruption
+	closed := false
+	defer func() {
+		if !closed {
+			close(planDone)
+		}
+	}()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	lastEnd := time.Time{}
@@ -686,6 +741,10 @@ func (c *cluster) disrupt(ctx context.Context, rng *mrand.Rand, plan []planned, 
 					c.cfg.logf("replacement worker: %v", err)
 				}
 			}
+		}
+		if len(plan) == 0 && !closed {
+			close(planDone)
+			closed = true
 		}
 		if len(plan) == 0 || time.Since(start) < plan[0].at || time.Since(lastEnd) < time.Second {
 			continue

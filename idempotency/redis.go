@@ -391,3 +391,19 @@ func (c RedisClientConfig) options() (*redis.UniversalOptions, error) {
 	}
 	return opts, nil
 }
+
+// LogRedisTo sends go-redis's own messages (a pool that cannot dial, a
+// Sentinel switching primaries) to log as warnings, instead of its default
+// of plain text lines on stderr among a service's JSON ones. go-redis has
+// one logger per process.
+func LogRedisTo(log *slog.Logger) {
+	redis.SetLogger(redisLogger{log: log.With(slog.String("component", "redis"))})
+}
+
+// redisLogger adapts a slog.Logger to go-redis's logging interface.
+type redisLogger struct{ log *slog.Logger }
+
+// Printf logs one go-redis message.
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
+}

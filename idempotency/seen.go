@@ -37,6 +37,12 @@ const (
 	SeenPayment SeenKind = "payment"
 	// SeenClosed: the order's OrderClosed was stored.
 	SeenClosed SeenKind = "closed"
+	// SeenPrepay: the order's prepay.created was stored. It outlives the
+	// outcome record (IDEMPOTENCY_OUTCOME_TTL, or a store that lost it):
+	// a duplicate past the stream's duplicate window schedules no second
+	// reconciliation, and a worker that cannot recover the order's
+	// prepay_id never closes an order whose prepay a checkout may hold.
+	SeenPrepay SeenKind = "prepay"
 )
 
 // SeenTTLDefault is how long a Seen record lasts: three times WeChat Pay's
@@ -179,7 +185,7 @@ func NewKVSeen(ctx context.Context, js jetstream.JetStream, cfg SeenKVConfig) (*
 		cfg.Replicas = 1
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: cfg.Bucket, Description: "orderworker: payments and closes already published",
+		Bucket: cfg.Bucket, Description: "orderworker: payments, closes and prepays already published",
 		History: 1, TTL: cfg.TTL, Replicas: cfg.Replicas, Storage: cfg.Storage,
 	})
 	if err != nil {

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/internal/testenv"
 )
@@ -64,15 +61,7 @@ func TestRedisSeen(t *testing.T) {
 func TestKVSeen(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := srv.JetStream(t)
 	s, err := idempotency.NewKVSeen(t.Context(), js, idempotency.SeenKVConfig{})
 	if err != nil {
 		t.Fatal(err)

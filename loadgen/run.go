@@ -32,10 +32,6 @@ type Progress struct {
 	DeadLetters, Payments int
 }
 
-// publishRetries is how many times a job is published again, with the same
-// Nats-Msg-Id, after its asynchronous publish failed.
-const publishRetries = 3
-
 // payers is how many orders are paid at once.
 const payers = 4
 
@@ -273,7 +269,8 @@ func jobMsg(j *Job) *nats.Msg {
 }
 
 // ackLoop waits for each publish's acknowledgement in order; a failed
-// publish is repeated synchronously with the same Nats-Msg-Id.
+// publish is repeated synchronously with the same Nats-Msg-Id (PublishStored)
+// for up to RepublishFor.
 func (r *runner) ackLoop(ctx context.Context) {
 	defer r.ackWG.Done()
 	for p := range r.futs {
@@ -287,11 +284,9 @@ func (r *runner) ackLoop(ctx context.Context) {
 		} else {
 			err = errors.New("asynchronous publish refused")
 		}
-		for i := 0; err != nil && i < publishRetries; i++ {
+		if err != nil {
 			r.log.Warn("publish failed, publishing again", slog.String("order", p.job.Key.String()), slog.Any("error", err))
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ack, err = r.js.PublishMsg(pctx, p.msg)
-			cancel()
+			ack, err = PublishStored(ctx, r.js, p.msg, RepublishFor)
 		}
 		if err != nil {
 			r.log.Error("publish failed", slog.String("order", p.job.Key.String()), slog.Any("error", err))

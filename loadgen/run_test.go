@@ -141,20 +141,11 @@ func (w *fakeWorker) createCounts(_ context.Context, keys []OrderKey) (map[Order
 
 func startFake(t *testing.T, w *fakeWorker) *nats.Conn {
 	t.Helper()
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.StartNATS(t).JetStream(t)
 	setupStreams(t, js)
 	w.js = js
 	w.start(t)
-	return nc
+	return js.Conn()
 }
 
 func TestRun_HealthyPipeline(t *testing.T) {

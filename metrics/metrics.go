@@ -76,6 +76,19 @@ const (
 // AckActions lists every acknowledgement kind.
 var AckActions = []string{AckAck, AckNak, AckTerm, AckInProgress}
 
+// Sweep actions (label "action" of orderworker_pipeline_swept_jobs_total).
+const (
+	// SweptSettled: a job at the delivery limit settled by the worker (on
+	// JetStream's advisory or by the sweep) and deleted.
+	SweptSettled = "settled_at_limit"
+	// SweptRequeued: a job JetStream kept below the consumer's ack floor,
+	// never to be delivered again, published again as a new job.
+	SweptRequeued = "requeued_kept"
+)
+
+// SweptActions lists every sweep action.
+var SweptActions = []string{SweptSettled, SweptRequeued}
+
 // Notification results (label "result" of
 // orderworker_notifier_notifications_total): the notifier's Result values
 // are these constants, so the metric, its HELP, the alerts and the
@@ -140,6 +153,14 @@ var waitBuckets = []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600, 1
 // in-process retries (tens of seconds).
 var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
+// preset creates the series of each label value at zero, so that a rate
+// or an alert over any of them exists before its first event.
+func preset[T any](with func(...string) T, values ...string) {
+	for _, v := range values {
+		with(v)
+	}
+}
+
 // Worker holds the order worker's collectors.
 type Worker struct {
 	jobs           *prometheus.CounterVec
@@ -153,6 +174,7 @@ type Worker struct {
 	deadLetters    *prometheus.CounterVec
 	publishFails   *prometheus.CounterVec
 	ackFails       *prometheus.CounterVec
+	swept          *prometheus.CounterVec
 	storeUp        prometheus.Gauge
 	paused         prometheus.Gauge
 	merchantCalls  *prometheus.CounterVec
@@ -230,6 +252,10 @@ func NewWorkerWith(reg prometheus.Registerer, cfg WorkerConfig) *Worker {
 			Namespace: Namespace, Subsystem: "pipeline", Name: "ack_failures_total",
 			Help: "Acknowledgements JetStream did not confirm, by action: ack, nak, term or in_progress.",
 		}, []string{"action"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "pipeline", Name: "swept_jobs_total",
+			Help: "Jobs the worker took out of the jobs stream itself, by action: settled_at_limit (deliveries used up) or requeued_kept (kept below the consumer's ack floor, published again).",
+		}, []string{"action"}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: "idempotency", Name: "store_up",
 			Help: "Whether the idempotency store answered its last check (1) or not (0).",
@@ -250,29 +276,16 @@ func NewWorkerWith(reg prometheus.Registerer, cfg WorkerConfig) *Worker {
 		w.merchants[m] = true
 		w.merchantCalls.WithLabelValues(m, "OK")
 	}
-	for _, o := range Outcomes {
-		w.jobs.WithLabelValues(o)
-	}
-	for _, d := range Deliveries {
-		w.jobWait.WithLabelValues(d)
-	}
-	for _, k := range RetryKinds {
-		w.retries.WithLabelValues(k)
-	}
-	for _, r := range ClaimResults {
-		w.claims.WithLabelValues(r)
-	}
-	for _, r := range cfg.DeadLetterReasons {
-		w.deadLetters.WithLabelValues(r)
-	}
-	for _, e := range Events {
-		w.publishFails.WithLabelValues(e)
-	}
-	for _, a := range AckActions {
-		w.ackFails.WithLabelValues(a)
-	}
+	preset(w.jobs.WithLabelValues, Outcomes...)
+	preset(w.jobWait.WithLabelValues, Deliveries...)
+	preset(w.retries.WithLabelValues, RetryKinds...)
+	preset(w.claims.WithLabelValues, ClaimResults...)
+	preset(w.deadLetters.WithLabelValues, cfg.DeadLetterReasons...)
+	preset(w.publishFails.WithLabelValues, Events...)
+	preset(w.ackFails.WithLabelValues, AckActions...)
+	preset(w.swept.WithLabelValues, SweptActions...)
 	reg.MustRegister(w.jobs, w.jobDuration, w.jobWait, w.wechatRequests, w.wechatDuration, w.retries, w.claims,
-		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.storeUp, w.paused, w.merchantCalls, w.buildInfo, w.truth)
+		w.inFlight, w.deadLetters, w.publishFails, w.ackFails, w.swept, w.storeUp, w.paused, w.merchantCalls, w.buildInfo, w.truth)
 	return w
 }
 
@@ -397,6 +410,14 @@ func (w *Worker) AckFailure(action string) {
 	w.ackFails.WithLabelValues(action).Inc()
 }
 
+// Swept records a job the worker took out of the jobs stream (Swept*).
+func (w *Worker) Swept(action string) {
+	if w == nil {
+		return
+	}
+	w.swept.WithLabelValues(action).Inc()
+}
+
 // StoreUp records whether the idempotency store answered its last check.
 func (w *Worker) StoreUp(up bool) {
 	if w == nil {
@@ -437,12 +458,8 @@ func NewNotifier(reg prometheus.Registerer) *Notifier {
 		}),
 		buildInfo: newBuildInfo(),
 	}
-	for _, r := range NotificationResults {
-		n.notifications.WithLabelValues(r)
-	}
-	for _, st := range ShedStages {
-		n.shed.WithLabelValues(st)
-	}
+	preset(n.notifications.WithLabelValues, NotificationResults...)
+	preset(n.shed.WithLabelValues, ShedStages...)
 	reg.MustRegister(n.notifications, n.shed, n.publishDuration, n.buildInfo)
 	return n
 }

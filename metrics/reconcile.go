@@ -69,12 +69,8 @@ func NewReconcile(reg prometheus.Registerer) *Reconcile {
 			Help: "Orders closed at WeChat Pay by the reconciler and close jobs.",
 		}),
 	}
-	for _, v := range ReconcileResults {
-		r.checks.WithLabelValues(v)
-	}
-	for _, v := range CloseResults {
-		r.closeJobs.WithLabelValues(v)
-	}
+	preset(r.checks.WithLabelValues, ReconcileResults...)
+	preset(r.closeJobs.WithLabelValues, CloseResults...)
 	reg.MustRegister(r.checks, r.closeJobs, r.queries, r.closes)
 	return r
 }
@@ -120,9 +116,7 @@ func NewPaymentAnomalies(reg prometheus.Registerer) *PaymentAnomalies {
 		Namespace: Namespace, Name: "payment_anomalies_total",
 		Help: "Notifications and query answers that are not a consistent payment (a sub-order not SUCCESS, inconsistent amounts), by source; never published as payments.",
 	}, []string{"source"})
-	for _, s := range []string{AnomalyNotifier, AnomalyReconciler} {
-		c.WithLabelValues(s)
-	}
+	preset(c.WithLabelValues, AnomalyNotifier, AnomalyReconciler)
 	reg.MustRegister(c)
 	return &PaymentAnomalies{c: c}
 }

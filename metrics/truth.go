@@ -9,21 +9,20 @@ const (
 	TruthQuery           = "query"            // the order was queried
 	TruthRecovered       = "recovered"        // found unpaid; prepay_id recovered with the identical body
 	TruthClosed          = "closed"           // found unpaid and closed: its prepay_id could not be had
+	TruthKeptOpen        = "kept_open"        // found unpaid, prepay_id not had again, but a prepay was published: left open
 	TruthUnexpectedState = "unexpected_state" // a state the worker does not settle; dead-lettered
 )
 
 // TruthResults lists every value of the "result" label of
 // orderworker_pipeline_wechat_truth_total.
-var TruthResults = []string{TruthQuery, TruthRecovered, TruthClosed, TruthUnexpectedState}
+var TruthResults = []string{TruthQuery, TruthRecovered, TruthClosed, TruthKeptOpen, TruthUnexpectedState}
 
 func newTruth() *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "pipeline", Name: "wechat_truth_total",
-		Help: "Orders settled by asking WeChat Pay for their state, by result: query, recovered, closed or unexpected_state.",
+		Help: "Orders settled by asking WeChat Pay for their state, by result: query, recovered, closed, kept_open or unexpected_state.",
 	}, []string{"result"})
-	for _, r := range TruthResults {
-		c.WithLabelValues(r)
-	}
+	preset(c.WithLabelValues, TruthResults...)
 	return c
 }
 

@@ -55,7 +55,8 @@
 //     then recover the prepay_id with the identical body, close the order,
 //     or publish its payment (truth.go). A job that reached the limit
 //     without an outcome (its worker died) is settled the same way from
-//     the captured MAX_DELIVERIES advisory or the sweep (orphans.go).
+//     the captured MAX_DELIVERIES advisory or the sweep (orphans.go); a
+//     job a cluster kept below the ack floor is queued again by the sweep.
 //
 // # Retry schedule
 //

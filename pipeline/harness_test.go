@@ -17,6 +17,7 @@ import (
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
 	"github.com/wxcombine/orderworker/internal/testenv"
+	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
@@ -114,6 +115,11 @@ type workerOpts struct {
 	notifyURLBase string
 	// logger receives the processor's records; none if nil.
 	logger *slog.Logger
+	// outcomeTTL is how long an outcome record lasts. Defaults to the
+	// processor's default (24h).
+	outcomeTTL time.Duration
+	// metrics receives the runner's records; none if nil.
+	metrics *metrics.Worker
 }
 
 func (e *env) startWorker(o workerOpts) (stop func()) {
@@ -147,7 +153,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 		CallTimeout: 2 * time.Second, Lease: 8 * time.Second,
 		Retry:      pipeline.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: 2 * time.Second},
 		Redelivery: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}, MaxDeliver: cmp.Or(o.maxDeliver, 30),
-		StoreRetryDelay: 200 * time.Millisecond, Logger: o.logger,
+		StoreRetryDelay: 200 * time.Millisecond, Logger: o.logger, OutcomeTTL: o.outcomeTTL,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +161,7 @@ func (e *env) startWorker(o workerOpts) (stop func()) {
 	r, err := pipeline.NewRunner(pipeline.RunnerConfig{
 		JetStream: js, Processor: proc, AckWait: 15 * time.Second, JobTimeout: 12 * time.Second, InFlight: max(o.inFlight, 4),
 		ShutdownGrace: 3 * time.Second, DuplicateWindow: cmp.Or(o.duplicateWindow, time.Minute), SweepMinAge: o.sweepMinAge,
+		Metrics: o.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)

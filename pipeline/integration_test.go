@@ -2,18 +2,21 @@ package pipeline_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/wxcombine/orderworker/pipeline"
-
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/metrics"
+	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/wechat"
 	"github.com/wxcombine/orderworker/wechat/wechatsim"
 )
@@ -409,6 +412,77 @@ func TestRunner_deliveryLimitSweep(t *testing.T) {
 		t.Errorf("SWEEP001 failure = %+v, want ORDER_NOT_CREATED", f)
 	}
 	e.waitJobsEmpty()
+}
+
+// TestRunner_keptBelowAckFloor: the jobs stream still holds a job below
+// the consumer's ack floor, so the consumer will never deliver it (a
+// replicated consumer can lose a job so; here the consumer is reset past
+// it). The sweep queues it again, and it is created like any other job,
+// once.
+func TestRunner_keptBelowAckFloor(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	e.startWorker(workerOpts{})()
+	e.publishJob(newJob(wechat.TradeTypeNative, "KEPT0001"))
+	s, err := e.js.Stream(t.Context(), events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := info.State.LastSeq
+	e.resetConsumer(kept + 1)
+	cons, err := s.Consumer(t.Context(), pipeline.ConsumerDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.AckFloor.Stream < kept || ci.NumPending != 0 {
+		t.Fatalf("after the reset: ack floor %d, pending %d; want the job at %d below the floor, nothing pending", ci.AckFloor.Stream, ci.NumPending, kept)
+	}
+	reg := prometheus.NewRegistry()
+	e.startWorker(workerOpts{sweepMinAge: time.Millisecond, metrics: metrics.NewWorker(reg)})
+	o := e.waitFor(20*time.Second, "the kept job's prepay", func(o outcomes) bool { return len(o.created["KEPT0001"]) == 1 })
+	if len(o.failed) != 0 || len(o.deadLetters) != 0 {
+		t.Errorf("failures %v, dead letters %d: want the prepay alone", o.failed, len(o.deadLetters))
+	}
+	e.waitJobsEmpty()
+	if n := e.createCalls("KEPT0001"); n != 1 {
+		t.Errorf("create calls = %d, want 1", n)
+	}
+	const swept = `
+# HELP orderworker_pipeline_swept_jobs_total Jobs the worker took out of the jobs stream itself, by action: settled_at_limit (deliveries used up) or requeued_kept (kept below the consumer's ack floor, published again).
+# TYPE orderworker_pipeline_swept_jobs_total counter
+orderworker_pipeline_swept_jobs_total{action="requeued_kept"} 1
+orderworker_pipeline_swept_jobs_total{action="settled_at_limit"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(swept), "orderworker_pipeline_swept_jobs_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// resetConsumer moves the jobs consumer's next delivery to seq, and its ack
+// floor to seq-1, through JetStream's consumer reset API.
+func (e *env) resetConsumer(seq uint64) {
+	e.t.Helper()
+	req := fmt.Sprintf(`{"seq":%d}`, seq)
+	m, err := e.js.Conn().Request("$JS.API.CONSUMER.RESET."+events.StreamJobs+"."+pipeline.ConsumerDefault, []byte(req), 5*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var resp struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil || resp.Error != nil {
+		e.t.Fatalf("consumer reset: %s (%v)", m.Data, err)
+	}
 }
 
 func (e *env) waitJobsEmpty() {

@@ -20,6 +20,9 @@ package pipeline
 //     first stored job above the floor that is older than the whole
 //     redelivery schedule is such a job.
 //
+// The sweep also queues again jobs that a cluster kept below the ack floor
+// (see requeueKept).
+//
 // Either way Processor.Settle publishes the order's stored outcome or, if
 // it has none, asks WeChat Pay; then the job is deleted from the jobs
 // stream. Settling a job twice is harmless: the order's record and the
@@ -32,11 +35,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
+	"github.com/wxcombine/orderworker/metrics"
 )
 
 // SweepIntervalDefault is how often a worker looks for jobs at the delivery
@@ -202,6 +208,7 @@ func (r *Runner) settleRaw(ctx context.Context, stream jetstream.Stream, raw *je
 	if err := stream.DeleteMsg(ctx, raw.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return err
 	}
+	r.m.Swept(metrics.SweptSettled)
 	r.log.InfoContext(ctx, "job at the delivery limit settled", slog.Uint64("stream_seq", raw.Sequence))
 	return nil
 }
@@ -237,7 +244,8 @@ func (r *Runner) sweepLoop(ctx context.Context) {
 }
 
 // Sweep settles jobs stuck at the delivery limit that no advisory
-// reported, and answers how many it settled.
+// reported, queues again jobs kept below the consumer's ack floor, and
+// answers how many jobs it settled or queued again.
 func (r *Runner) Sweep(ctx context.Context) (int, error) {
 	stream, err := r.cfg.JetStream.Stream(ctx, r.cfg.JobsStream)
 	if err != nil {
@@ -247,11 +255,19 @@ func (r *Runner) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	settled := 0
-	for range sweepBatch {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return settled, err
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	settled, err := r.requeueKept(ctx, stream, info.AckFloor.Stream)
+	if err != nil {
+		return settled, err
+	}
+	for i := range sweepBatch {
+		if i > 0 { // the floor moved by the job just settled
+			if info, err = cons.Info(ctx); err != nil {
+				return settled, err
+			}
 		}
 		raw, err := stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(r.cfg.Subjects.Jobs()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -269,6 +285,93 @@ func (r *Runner) Sweep(ctx context.Context) (int, error) {
 		settled++
 	}
 	return settled, nil
+}
+
+// Jobs kept below the ack floor.
+//
+// The consumer's ack floor says that every job at or below it was
+// acknowledged, and a work-queue stream removes a job when it is. A job
+// still stored there is one whose removal, or whose delivery, a cluster
+// lost: a replicated consumer whose leader moved on with an ack floor past
+// a job the stream still holds (seen in the cluster chaos suite after a
+// consumer leader was killed; nats-server issues #3953 and #5148 are of this
+// kind). The consumer never delivers it again, and it pins no floor, so the
+// delivery-limit sweep above cannot see it. requeueKept publishes each such
+// job again, as a new message of the jobs stream with the same subject,
+// body and headers, and then deletes the kept one. If the job had been
+// processed after all, the copy is a duplicate: the order's record, or
+// WeChat Pay's answer to the identical create, gives it the same outcome.
+
+// requeueKept queues again the jobs stored at or below floor, oldest first,
+// that are older than keptMinAge, and answers how many it queued.
+func (r *Runner) requeueKept(ctx context.Context, stream jetstream.Stream, floor uint64) (int, error) {
+	n := 0
+	for seq := uint64(1); n < sweepBatch; n++ {
+		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(r.cfg.Subjects.Jobs()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if raw.Sequence > floor || time.Since(raw.Time) < r.keptMinAge() {
+			return n, nil // none kept, or the removal of a job acknowledged just now may still follow
+		}
+		if err := r.requeue(ctx, stream, raw); err != nil {
+			return n, err
+		}
+		seq = raw.Sequence + 1
+	}
+	return n, nil
+}
+
+// keptMinAge is the age past which a job stored below the ack floor is
+// kept, not waiting for a removal that follows its acknowledgement.
+func (r *Runner) keptMinAge() time.Duration {
+	if r.cfg.SweepMinAge > 0 {
+		return r.cfg.SweepMinAge
+	}
+	return r.cfg.AckWait + time.Minute
+}
+
+// requeue publishes raw again as a new job and deletes it. The copy's
+// Nats-Msg-Id names the kept job, so two workers sweeping at once queue one
+// copy; the producer's own Nats-* headers (its id, expectations) are not
+// the copy's, and its Nats-Msg-Id is kept in HeaderRequeuedMsgID.
+func (r *Runner) requeue(ctx context.Context, stream jetstream.Stream, raw *jetstream.RawStreamMsg) error {
+	msg := nats.NewMsg(raw.Subject)
+	msg.Data = raw.Data
+	for k, v := range raw.Header {
+		if !isNatsHeader(k) {
+			msg.Header[k] = v
+		}
+	}
+	if id := raw.Header.Get(events.HeaderMsgID); id != "" {
+		msg.Header.Set(HeaderRequeuedMsgID, id)
+	}
+	msg.Header.Set(events.HeaderMsgID, requeuedMsgID(r.cfg.JobsStream, raw.Sequence))
+	ack, err := r.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithExpectStream(r.cfg.JobsStream))
+	if err != nil {
+		return fmt.Errorf("pipeline: queue again job %d kept below the ack floor: %w", raw.Sequence, err)
+	}
+	if !ack.Duplicate { // a duplicate is a copy an earlier sweep stored and counted
+		r.m.Swept(metrics.SweptRequeued)
+	}
+	if err := stream.DeleteMsg(ctx, raw.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err
+	}
+	r.log.WarnContext(ctx, "job kept below the consumer's ack floor, never to be delivered again; queued again",
+		slog.Uint64("stream_seq", raw.Sequence), slog.Uint64("new_stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
+	return nil
+}
+
+// HeaderRequeuedMsgID carries, on a job queued again by the sweep, the
+// Nats-Msg-Id its producer gave it.
+const HeaderRequeuedMsgID = "Requeued-Msg-Id"
+
+// requeuedMsgID is the Nats-Msg-Id of the copy of the job kept at seq.
+func requeuedMsgID(stream string, seq uint64) string {
+	return "orderworker-requeued:" + stream + ":" + strconv.FormatUint(seq, 10)
 }
 
 // sweepBatch bounds the jobs one sweep settles; the next sweep goes on.

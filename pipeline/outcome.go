@@ -20,9 +20,13 @@ package pipeline
 //     error, an order WeChat Pay does not have) is never written to the
 //     record: it is published as a PrepayFailed with Final false under the
 //     job's own id (events.JobFailedMsgID), so it neither masks the order's
-//     outcome nor stops a later job from creating the order.
+//     outcome nor stops a later job from creating the order;
+//   - a final failure's record also names the dead letter its job owes,
+//     so that a dead letter whose publish failed after the failure's is
+//     published by the job's redelivery (owedDeadLetter).
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +49,31 @@ type record struct {
 	// the worker asked (its prepay event went out before the record was
 	// lost).
 	Paid *events.PaymentSucceeded `json:"paid,omitempty"`
+	// DeadLetter, beside a final failure, is the dead letter that failure's
+	// own job owes. It is published after the failure; if that publish
+	// fails, the job is handed back, and its redelivery finds the order
+	// settled: republish then publishes the dead letter again (the same
+	// Nats-Msg-Id, so a copy that did get through stays one within the
+	// duplicate window), where it would otherwise be lost for good. The
+	// record cannot tell whether the first copy got through, so a
+	// redelivery after the window (a lost ack settled by the sweep) may
+	// store a second copy: a replayed second copy is a duplicate job, which
+	// the record answers; a lost dead letter would be a silent one.
+	DeadLetter *owedDeadLetter `json:"dead_letter,omitempty"`
+}
+
+// owedDeadLetter names the job a final failure dead-letters, and why.
+type owedDeadLetter struct {
+	Reason events.Reason `json:"reason"`
+	Error  string        `json:"error"`
+	Stream string        `json:"stream"`
+	Seq    uint64        `json:"seq"`
+}
+
+// owes answers whether r's dead letter is the one of job j.
+func (r *record) owes(j *job) bool {
+	dl := r.DeadLetter
+	return r.Failed != nil && dl != nil && dl.Seq == j.d.Sequence && dl.Stream == cmp.Or(j.d.Stream, events.StreamJobs)
 }
 
 func (r *record) valid() bool {
@@ -82,19 +111,34 @@ func (p *Processor) message(r *record) (subject, msgID string, v any, kind strin
 	}
 }
 
-// publishRecord publishes the record's event.
-func (p *Processor) publishRecord(ctx context.Context, j *job, r *record) error {
-	if r.Created != nil {
-		// Watched until paid or closed, before its prepay goes out.
+// publishRecord publishes the record's event; again says the record was
+// stored earlier (a duplicate republishing it).
+//
+// A prepay is watched until paid or closed: its ReconcileCheck goes out
+// before it, and the payments-seen record notes it after (prepayseen.go).
+// Only a republished prepay asks that record first: if it was noted, its
+// check exists and is not scheduled again, which past the stream's
+// duplicate window only the record can tell. A first settle skips the
+// read, and a republished prepay already noted skips the check and the
+// write: the per-order path costs one record write.
+func (p *Processor) publishRecord(ctx context.Context, j *job, r *record, again bool) error {
+	if r.Paid != nil {
+		return publishPaymentOnce(ctx, p.cfg.Publisher, p.cfg.Seen, p.cfg.SeenTTL, p.cfg.Subjects, r.Paid)
+	}
+	noted := r.Created != nil && again && p.prepayPublished(ctx, j) == published
+	if r.Created != nil && !noted {
 		if err := p.scheduleReconcile(ctx, j, r.Created); err != nil {
 			return err
 		}
 	}
-	if r.Paid != nil {
-		return publishPaymentOnce(ctx, p.cfg.Publisher, p.cfg.Seen, p.cfg.SeenTTL, p.cfg.Subjects, r.Paid)
-	}
 	subject, id, v, kind := p.message(r)
-	return p.publish(ctx, j, subject, id, v, kind)
+	if err := p.publish(ctx, j, subject, id, v, kind); err != nil {
+		return err
+	}
+	if r.Created != nil && !noted {
+		p.markPrepayPublished(ctx, j)
+	}
+	return nil
 }
 
 // settle stores r as the order's outcome under token and publishes what the
@@ -127,7 +171,7 @@ func (p *Processor) settle(ctx context.Context, j *job, token uint64, r *record)
 		j.logger().WarnContext(ctx, "outcome not stored; job held until the store answers", slog.Any("error", err))
 		return Hold(p.cfg.StoreRetryDelay, fmt.Errorf("complete %s: %w", j.key, err))
 	}
-	if err := p.publishRecord(sctx, j, r); err != nil {
+	if err := p.publishRecord(sctx, j, r, false); err != nil {
 		// Stored: the next attempt republishes it without a WeChat call.
 		return RetryAfter(InFlightDelayMin, err)
 	}
@@ -172,8 +216,17 @@ func (p *Processor) republish(ctx context.Context, j *job, data []byte) error {
 		// Its prepay_id no longer works: never hand it out again.
 		return p.refreshPrepay(ctx, j, r.Created)
 	}
-	if err := p.publishRecord(ctx, j, r); err != nil {
+	if err := p.publishRecord(ctx, j, r, true); err != nil {
 		return RetryAfter(InFlightDelayMin, err)
+	}
+	if r.owes(j) {
+		sctx, cancel := settleCtx(ctx)
+		defer cancel()
+		if err := p.deadLetter(sctx, j, r.DeadLetter.Reason, errors.New(r.DeadLetter.Error)); err != nil {
+			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
+		}
+		j.logger().InfoContext(ctx, "order already settled; stored failure and its job's dead letter republished")
+		return nil
 	}
 	j.logger().InfoContext(ctx, "order already settled; stored outcome republished")
 	return nil

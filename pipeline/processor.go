@@ -641,7 +641,7 @@ func (p *Processor) retryLater(ctx context.Context, j *job, token uint64, cause 
 func (p *Processor) settleFailure(ctx context.Context, j *job, token uint64, f *events.PrepayFailed, reason events.Reason, cause error) error {
 	p.fill(j, f)
 	f.Final = true
-	r := &record{Failed: f}
+	r := &record{Failed: f, DeadLetter: &owedDeadLetter{Reason: reason, Error: cause.Error(), Stream: cmp.Or(j.d.Stream, events.StreamJobs), Seq: j.d.Sequence}}
 	if err := p.settle(ctx, j, token, r); err != nil {
 		return err
 	}

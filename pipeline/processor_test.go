@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,19 +116,21 @@ func (s *fakeStore) Release(context.Context, idempotency.Key, uint64) error {
 
 func (s *fakeStore) Ping(context.Context) error { return s.claimErr }
 
-// fakePublisher records messages; it fails while failures > 0.
+// fakePublisher records messages; it fails while failures > 0, and
+// whenever refuse answers true.
 type fakePublisher struct {
 	mu       sync.Mutex
 	msgs     []*nats.Msg
 	failures int
+	refuse   func(*nats.Msg) bool
 }
 
 func (p *fakePublisher) Publish(_ context.Context, msg *nats.Msg) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.failures > 0 {
-		p.failures--
-		return errors.New("nats: timeout")
+	if p.failures > 0 || p.refuse != nil && p.refuse(msg) {
+		p.failures = max(p.failures-1, 0)
+		return errors.New("nats: no response from stream")
 	}
 	p.msgs = append(p.msgs, msg)
 	return nil
@@ -564,7 +567,9 @@ func TestProcessor_Process_failureEvents(t *testing.T) {
 			stored := b.store.completed
 			b2 := setup(t, wechat.FlavourMerchant)
 			b2.store.claim = idempotency.Claim{State: idempotency.StateDone, Outcome: stored}
-			if err := b2.proc.Process(t.Context(), delivery(t, job)); err != nil {
+			dup := delivery(t, job)
+			dup.Sequence++ // another job of the order: the dead letter is not its to publish
+			if err := b2.proc.Process(t.Context(), dup); err != nil {
 				t.Fatalf("duplicate Process() = %v, want nil", err)
 			}
 			if b2.payer.calls != 0 || len(b2.pub.msgs) != 1 || string(b2.pub.msgs[0].Data) != string(m.Data) {
@@ -673,5 +678,52 @@ func BenchmarkProcessor_Process(b *testing.B) {
 			b.Fatal(err)
 		}
 		pub.msgs = pub.msgs[:0]
+	}
+}
+
+// TestProcess_deadLetterOwed: a final failure was stored and published,
+// then its dead letter's publish failed (a dead-letter stream without a
+// leader) and the job was handed back. The job's redelivery finds the
+// order settled: it publishes the failure and, because the record says
+// this job owes it, the dead letter. A duplicate job of the order (another
+// stream sequence) republishes the failure alone.
+func TestProcess_deadLetterOwed(t *testing.T) {
+	b := setup(t, wechat.FlavourMerchant, payResult{err: paramErr})
+	dl := (events.Subjects{}).DeadLetter(events.ReasonRejected)
+	b.pub.refuse = func(m *nats.Msg) bool { return m.Subject == dl }
+	job := newJob(wechat.TradeTypeJSAPI, "P00001")
+	d := delivery(t, job)
+	var re *pipeline.RetryError
+	if err := b.proc.Process(t.Context(), d); !errors.As(err, &re) {
+		t.Fatalf("Process() with the dead letter refused = %v, want the job handed back", err)
+	}
+	if b.store.completed == nil || b.pub.find(events.SubjectPrepayFailed) == nil || b.pub.find(dl) != nil {
+		t.Fatalf("stored %v, published %v: want the failure stored and published, no dead letter yet", b.store.completed != nil, b.pub.subjects())
+	}
+	b.pub.refuse = nil
+	b.pub.msgs = nil
+	b.store.claim = idempotency.Claim{State: idempotency.StateDone, Outcome: b.store.completed}
+	d.NumDelivered = 2
+	if err := b.proc.Process(t.Context(), d); err != nil {
+		t.Fatalf("redelivery: Process() = %v", err)
+	}
+	if got := b.pub.subjects(); !slices.Equal(got, []string{events.SubjectPrepayFailed, dl}) {
+		t.Fatalf("redelivery published %v, want the failure and its dead letter", got)
+	}
+	letter := decodeDeadLetter(t, b.pub.find(dl))
+	if letter.Reason != events.ReasonRejected || letter.StreamSequence != d.Sequence || !strings.Contains(letter.Error, "PARAM_ERROR") {
+		t.Errorf("dead letter = %+v, want the rejected job %d with its error", letter, d.Sequence)
+	}
+	if id := b.pub.find(dl).Header.Get(events.HeaderMsgID); id != events.DeadLetterMsgID(events.StreamJobs, d.Sequence) {
+		t.Errorf("dead letter id %q, want the job's own, so that a copy that got through stays one", id)
+	}
+	b.pub.msgs = nil
+	dup := delivery(t, job)
+	dup.Sequence = d.Sequence + 5
+	if err := b.proc.Process(t.Context(), dup); err != nil {
+		t.Fatalf("duplicate: Process() = %v", err)
+	}
+	if got := b.pub.subjects(); !slices.Equal(got, []string{events.SubjectPrepayFailed}) {
+		t.Errorf("duplicate job published %v, want the failure alone", got)
 	}
 }

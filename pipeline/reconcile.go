@@ -295,6 +295,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for _, l := range loops {
 		cons, err := r.cfg.JetStream.Consumer(ctx, r.cfg.Stream, l.consumer)
 		if err != nil {
+			if ctx.Err() != nil {
+				break // stopped while starting (SIGTERM right after the setup); the loops started end with ctx
+			}
 			return fmt.Errorf("pipeline: consumer %s: %w", l.consumer, err)
 		}
 		wg.Add(1)
@@ -696,7 +699,8 @@ func (r *Reconciler) closeJob(ctx context.Context, j *events.CloseOrderJob, fail
 }
 
 // scheduleReconcile publishes the ReconcileCheck of a created order. It is
-// a no-op when reconciliation is off.
+// a no-op when reconciliation is off. publishRecord skips it for a prepay
+// the payments-seen record says was published (its check exists).
 func (p *Processor) scheduleReconcile(ctx context.Context, j *job, ev *events.PrepayCreated) error {
 	if !p.cfg.Reconcile {
 		return nil

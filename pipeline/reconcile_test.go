@@ -263,6 +263,34 @@ func TestReconcile_notifierDown(t *testing.T) {
 	e.figures(orders, 0, o)
 }
 
+// A duplicate job past the streams' duplicate window republishes the
+// order's prepay, and JetStream can no longer drop its ReconcileCheck by
+// Nats-Msg-Id: the Seen record keeps the order on one schedule, so it is
+// queried once per point, not once per duplicate.
+func TestReconcile_lateDuplicateOneCheck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	// The first point is an hour away: the check stays in the stream for
+	// the whole test, and a second one would sit beside it.
+	e.startWorker(workerOpts{duplicateWindow: time.Second,
+		reconcile: &pipeline.ReconcileConfig{Schedule: []time.Duration{time.Hour}, UnpaidCloseAfter: 2 * time.Hour}})
+	nos := e.createOrders("LATE", 1, "", nil)
+	if got := e.streamMsgs(events.StreamReconcile); got != 1 {
+		t.Fatalf("%d reconcile checks after the first prepay, want 1", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the one-second duplicate window
+	e.publishJob(newJob(wechat.TradeTypeJSAPI, nos[0]))
+	o := e.waitFor(60*time.Second, "the prepay republished for the late duplicate", func(o outcomes) bool {
+		return len(o.created[nos[0]]) == 2
+	})
+	if a, b := o.created[nos[0]][0].PrepayID, o.created[nos[0]][1].PrepayID; a != b {
+		t.Errorf("late duplicate got prepay_id %s, want the stored %s", b, a)
+	}
+	if got := e.streamMsgs(events.StreamReconcile); got != 1 {
+		t.Errorf("%d reconcile checks after a duplicate past the window, want 1", got)
+	}
+}
+
 // Unpaid past time_expire (or UNPAID_CLOSE_AFTER without one): closed at
 // WeChat Pay, orders.closed published, never a payment.
 func TestReconcile_unpaidClosed(t *testing.T) {
@@ -530,5 +558,36 @@ func TestReconcile_anomalies(t *testing.T) {
 	}
 	if q := e.sim.Stats().Requests[wechatsim.OpQuery]; q < 2 {
 		t.Errorf("%d queries, want each order queried", q)
+	}
+}
+
+// cancelingJS cancels the run's context when the reconciler looks up its
+// consumers, as a SIGTERM right after the setup does.
+type cancelingJS struct {
+	jetstream.JetStream
+	cancel context.CancelFunc
+}
+
+func (c cancelingJS) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	c.cancel()
+	return nil, ctx.Err()
+}
+
+// Stopped between its setup and its loops, the reconciler ends cleanly:
+// the worker exits 0 on SIGTERM, whenever it comes.
+func TestReconciler_stoppedWhileStarting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r, err := pipeline.NewReconciler(pipeline.ReconcileConfig{
+		JetStream: cancelingJS{JetStream: e.js, cancel: cancel}, Payer: e.client, Publisher: pipeline.JetStreamPublisher{JetStream: e.js},
+		DuplicateWindow: 26 * time.Hour, // no payments-seen record needed for this test
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(ctx); err != nil {
+		t.Errorf("Run() stopped while starting = %v, want nil", err)
 	}
 }

@@ -108,9 +108,11 @@ type RunnerConfig struct {
 	// limit that no advisory reported (see orphans.go); it also sweeps at
 	// start. Defaults to SweepIntervalDefault.
 	SweepInterval time.Duration
-	// SweepMinAge is the age past which a stored job below the consumer's
-	// ack floor is taken for one at the delivery limit. Defaults to the
-	// whole redelivery schedule plus an AckWait per delivery and a minute.
+	// SweepMinAge is the age past which a stored job just above the
+	// consumer's ack floor is taken for one at the delivery limit, and one
+	// at or below the floor for one the stream kept (orphans.go). Defaults
+	// to the whole redelivery schedule plus an AckWait per delivery and a
+	// minute, and to AckWait plus a minute.
 	SweepMinAge time.Duration
 	// Metrics records ack failures. Defaults to none.
 	Metrics *metrics.Worker

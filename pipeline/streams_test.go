@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcombine/orderworker/events"
@@ -26,15 +25,7 @@ func topology(prefix, jobs, evs, dls string) pipeline.Topology {
 func connect(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	ns := testenv.StartNATS(t)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := ns.JetStream(t)
 	return js
 }
 

@@ -21,7 +21,9 @@ package pipeline
 //	                         Pay answers the same prepay_id → prepay.created; Final false (the number
 //	                         if that fails too, close the order →             belongs to an order with
 //	                         orders.closed, final failure ORDER_CLOSED:       other parameters)
-//	                         new order numbers
+//	                         new order numbers — unless its prepay was
+//	                         published before (prepayseen.go): then it stays
+//	                         open, failure RETRIES_EXHAUSTED, Final false
 //	anything else (REFUND,   dead letter "unexpected_state", nothing          the same
 //	PAYERROR, mixed states)  published for the order
 //	query fails              failure RETRIES_EXHAUSTED, Final false:          the same
@@ -153,6 +155,22 @@ func (p *Processor) recoverOrClose(ctx context.Context, j *job, token uint64, ca
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return p.retryLater(ctx, j, token, err)
+	}
+	if st := p.prepayPublished(ctx, j); st == published || st == unreadable {
+		// A checkout may hold the order's prepay (prepayseen.go): it stays
+		// open and payable, and this job ends without the order's outcome.
+		was := "was"
+		if st == unreadable {
+			was = "may have been"
+		}
+		f := &events.PrepayFailed{
+			Code: events.CodeRetriesExhausted,
+			Message: fmt.Sprintf("the order exists unpaid at WeChat Pay and its prepay %s published before, but its prepay_id could not be had again (%s): the order stays payable; publish the same job again (same order number and parameters) for its prepay_id",
+				was, CallCode(err)),
+		}
+		p.m.AskedWeChat(metrics.TruthKeptOpen)
+		j.logger().WarnContext(ctx, "order left open at WeChat Pay: its prepay "+was+" published before", slog.String("wechat_code", CallCode(err)))
+		return p.release(ctx, j, token, events.ReasonMaxDeliveries, f, errors.Join(cause, err))
 	}
 	if err := p.close(ctx, j); err != nil {
 		if order, qerr := p.query(ctx, j); qerr == nil && stateOf(order) == statePaid {

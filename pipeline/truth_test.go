@@ -84,6 +84,50 @@ func TestTruth_unknownOutcomesClosed(t *testing.T) {
 	}
 }
 
+// The order's prepay was published, then its record expired; a late
+// duplicate gets no answer to its creates until the delivery limit, finds
+// the order unpaid, and cannot have its prepay_id again. The payments-seen
+// record says a checkout may hold that prepay: the order is left open (not
+// closed behind the checkout's back), and the job ends with a failure that
+// is not the order's.
+func TestTruth_publishedPrepayKeptOpen(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, wechat.FlavourMerchant, wechatsim.FaultConfig{})
+	p := &lossyPayer{Client: e.client, reach: true}
+	e.startWorker(workerOpts{maxDeliver: 2, payer: p, outcomeTTL: time.Second, duplicateWindow: time.Second,
+		reconcile: &pipeline.ReconcileConfig{Schedule: []time.Duration{time.Hour}, UnpaidCloseAfter: 2 * time.Hour}})
+	job := newJob(wechat.TradeTypeJSAPI, "TRUTH010")
+	e.publishJob(job)
+	o := e.waitFor(15*time.Second, "the prepay", func(o outcomes) bool { return len(o.created["TRUTH010"]) == 1 })
+	prepay := o.created["TRUTH010"][0].PrepayID
+	time.Sleep(1500 * time.Millisecond) // past the outcome record's one second
+	p.lose.Store(1 << 30)
+	e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(t, job), "late-TRUTH010")
+	// The failure is published before the dead letter: wait for both.
+	o = e.waitFor(30*time.Second, "the late duplicate's failure and dead letter", func(o outcomes) bool {
+		return len(o.failed["TRUTH010"]) == 1 && len(o.deadLetters) >= 1
+	})
+	if f := o.failed["TRUTH010"][0]; f.Code != events.CodeRetriesExhausted || f.Final || f.RetryWithNewOrderNumber {
+		t.Errorf("failure = %+v, want a non-final RETRIES_EXHAUSTED (the same job may be sent again)", f)
+	}
+	if got := e.state("TRUTH010"); got != wechat.TradeStateNotPay {
+		t.Errorf("WeChat Pay's state = %s, want NOTPAY: the published prepay %s must stay payable", got, prepay)
+	}
+	if c := o.closed["TRUTH010"]; len(c) != 0 {
+		t.Errorf("orders.closed = %+v, want none", c)
+	}
+	if len(o.deadLetters) != 1 {
+		t.Errorf("%d dead letters, want the late duplicate's", len(o.deadLetters))
+	}
+	// Once WeChat Pay answers again, the same job gets the same prepay.
+	p.lose.Store(0)
+	e.publish((events.Subjects{}).Job(job.TradeType), mustJSON(t, job), "again-TRUTH010")
+	o = e.waitFor(30*time.Second, "the prepay again", func(o outcomes) bool { return len(o.created["TRUTH010"]) >= 2 })
+	if got := o.created["TRUTH010"][len(o.created["TRUTH010"])-1].PrepayID; got != prepay {
+		t.Errorf("prepay_id %s, want the published %s", got, prepay)
+	}
+}
+
 // Nothing reached WeChat Pay until the delivery limit: the failure says the
 // order does not exist and the same job may be sent again, which then
 // succeeds.

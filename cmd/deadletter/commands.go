@@ -14,31 +14,16 @@ import (
 func runDelete(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("delete", flag.ContinueOnError)
 	var c conn
-	var ff filterFlags
+	var sf selectFlags
 	c.register(fs, getenv)
-	ff.register(fs)
-	seq := fs.Uint64("seq", 0, "delete only the entry at this sequence")
-	all := fs.Bool("all", false, "delete every entry (no filter)")
+	sf.register(fs, "delete")
 	dry := fs.Bool("dry-run", false, "show what would be deleted; delete nothing")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageErr(stderr, fs, "unexpected arguments %q", fs.Args())
-	}
-	f, err := ff.filter(time.Now())
+	f, err := sf.selection(fs, stderr, time.Now())
 	if err != nil {
-		return usageErr(stderr, fs, "%v", err)
-	}
-	f.Seq = *seq
-	filtered := f.Reason != "" || f.MchID != "" || !f.Since.IsZero()
-	switch {
-	case *all && (filtered || f.Seq != 0):
-		return usageErr(stderr, fs, "--all selects every entry; drop --seq, --reason, --mchid and --since")
-	case f.Seq != 0 && filtered:
-		return usageErr(stderr, fs, "--seq selects one entry; drop --reason, --mchid and --since")
-	case !*all && f.Seq == 0 && !filtered:
-		return usageErr(stderr, fs, "select entries with --seq, --reason, --mchid, --since, or --all")
+		return err
 	}
 	t, closeConn, err := c.open()
 	if err != nil {
@@ -46,7 +31,7 @@ func runDelete(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer closeConn()
 	n := 0
-	err = t.Delete(ctx, DeleteOptions{Filter: f, All: *all, DryRun: *dry}, func(e Entry, deleted bool) {
+	err = t.Delete(ctx, DeleteOptions{Filter: f, All: sf.all, DryRun: *dry}, func(e Entry, deleted bool) {
 		n++
 		action := "would_delete"
 		if deleted {
@@ -74,9 +59,6 @@ func runPause(ctx context.Context, cmd string, args []string, getenv func(string
 	by := fs.String("by", or(os.Getenv("USER"), "operator"), "who pauses")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageErr(stderr, fs, "unexpected arguments %q", fs.Args())
 	}
 	if cmd == "pause" && *reason == "" {
 		return usageErr(stderr, fs, "--reason is required: the workers log it and status shows it")

@@ -185,6 +185,40 @@ func (ff *filterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&ff.since, "since", "", "only entries stored since a duration ago (24h) or an RFC 3339 time")
 }
 
+// selectFlags adds --seq and --all to the filter flags, for the commands
+// that change entries: one of them, or a filter, must say which.
+type selectFlags struct {
+	filterFlags
+	seq uint64
+	all bool
+}
+
+func (sf *selectFlags) register(fs *flag.FlagSet, verb string) {
+	sf.filterFlags.register(fs)
+	fs.Uint64Var(&sf.seq, "seq", 0, verb+" only the entry at this sequence")
+	fs.BoolVar(&sf.all, "all", false, verb+" every entry (no filter)")
+}
+
+// selection answers the entries the flags select, or a usage error when
+// they select none or contradict each other.
+func (sf *selectFlags) selection(fs *flag.FlagSet, stderr io.Writer, now time.Time) (Filter, error) {
+	f, err := sf.filter(now)
+	if err != nil {
+		return f, usageErr(stderr, fs, "%v", err)
+	}
+	f.Seq = sf.seq
+	filtered := f.Reason != "" || f.MchID != "" || !f.Since.IsZero()
+	switch {
+	case sf.all && (filtered || f.Seq != 0):
+		return f, usageErr(stderr, fs, "--all selects every entry; drop --seq, --reason, --mchid and --since")
+	case f.Seq != 0 && filtered:
+		return f, usageErr(stderr, fs, "--seq selects one entry; drop --reason, --mchid and --since")
+	case !sf.all && f.Seq == 0 && !filtered:
+		return f, usageErr(stderr, fs, "select entries with --seq, --reason, --mchid, --since, or --all")
+	}
+	return f, nil
+}
+
 func reasonList() string {
 	s := make([]string, len(events.Reasons))
 	for i, r := range events.Reasons {
@@ -235,8 +269,20 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// parse parses args and reports usage errors on stderr.
+// parse parses args, which must hold no positional arguments, and reports
+// usage errors on stderr.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	if err := parseWithArgs(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr(stderr, fs, "unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+// parseWithArgs is parse for a command that takes positional arguments.
+func parseWithArgs(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err // flag printed it
@@ -261,9 +307,6 @@ func runList(ctx context.Context, args []string, getenv func(string) string, std
 	every := fs.Bool("every-entry", false, "one line per entry instead of one per order")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageErr(stderr, fs, "unexpected arguments %q", fs.Args())
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
@@ -383,7 +426,7 @@ func runInspect(ctx context.Context, args []string, getenv func(string) string, 
 	var c conn
 	c.register(fs, getenv)
 	reveal := fs.Bool("reveal-personal-data", false, "show openids in the job instead of REDACTED")
-	if err := parse(fs, args, stderr); err != nil {
+	if err := parseWithArgs(fs, args, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -528,11 +571,9 @@ func redactText(s string) string {
 func runReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	var c conn
-	var ff filterFlags
+	var sf selectFlags
 	c.register(fs, getenv)
-	ff.register(fs)
-	seq := fs.Uint64("seq", 0, "replay only the entry at this sequence")
-	all := fs.Bool("all", false, "replay every entry (no filter)")
+	sf.register(fs, "replay")
 	var opts ReplayOptions
 	fs.Float64Var(&opts.Rate, "rate", RateDefault, "jobs published per second")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "show what would be replayed; change nothing")
@@ -542,26 +583,14 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageErr(stderr, fs, "unexpected arguments %q", fs.Args())
-	}
-	f, err := ff.filter(time.Now())
+	f, err := sf.selection(fs, stderr, time.Now())
 	if err != nil {
-		return usageErr(stderr, fs, "%v", err)
+		return err
 	}
-	f.Seq = *seq
-	filtered := f.Reason != "" || f.MchID != "" || !f.Since.IsZero()
-	switch {
-	case *all && (filtered || f.Seq != 0):
-		return usageErr(stderr, fs, "--all selects every entry; drop --seq, --reason, --mchid and --since")
-	case f.Seq != 0 && filtered:
-		return usageErr(stderr, fs, "--seq selects one entry; drop --reason, --mchid and --since")
-	case !*all && f.Seq == 0 && !filtered:
-		return usageErr(stderr, fs, "select entries with --seq, --reason, --mchid, --since, or --all")
-	case opts.Rate <= 0:
+	if opts.Rate <= 0 {
 		return usageErr(stderr, fs, "--rate must be positive, got %v", opts.Rate)
 	}
-	opts.Filter, opts.All = f, *all
+	opts.Filter, opts.All = f, sf.all
 	t, closeConn, err := c.open()
 	if err != nil {
 		return err

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -37,5 +40,22 @@ func TestStartAdmin_pprof(t *testing.T) {
 				t.Errorf("GET /debug/pprof/ = %d, want %d", resp.StatusCode, tt.want)
 			}
 		})
+	}
+}
+
+// A KV bucket opened while the cluster has no leader for it is retried;
+// a mistake is not.
+func TestJetStreamUnavailable(t *testing.T) {
+	unavailable := fmt.Errorf("idempotency: kv: bucket b: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"})
+	if !jetStreamUnavailable(unavailable) {
+		t.Errorf("jetStreamUnavailable(%v) = false, want true", unavailable)
+	}
+	for _, err := range []error{
+		errors.New("idempotency: kv: bad bucket name"),
+		fmt.Errorf("x: %w", &jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}),
+	} {
+		if jetStreamUnavailable(err) {
+			t.Errorf("jetStreamUnavailable(%v) = true, want false", err)
+		}
 	}
 }

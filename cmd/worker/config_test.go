@@ -16,7 +16,7 @@ import (
 
 // merchantDir writes a merchant credential directory layout (file contents
 // are not parsed by loadConfig) and answers the root.
-func merchantDir(t *testing.T, ids ...string) string {
+func merchantDir(t testing.TB, ids ...string) string {
 	t.Helper()
 	root := t.TempDir()
 	for _, id := range ids {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxcombine/orderworker/concurrency"
 	"github.com/wxcombine/orderworker/idempotency"
+	"github.com/wxcombine/orderworker/metrics"
 	"github.com/wxcombine/orderworker/pipeline"
 	"github.com/wxcombine/orderworker/ratelimit"
 )
@@ -51,11 +52,7 @@ type openedLimits struct {
 // reg, and the rate limiter on the idempotency backend's server: its own
 // Redis client, or a KV bucket.
 func openLimits(ctx context.Context, cfg config, js jetstream.JetStream, reg prometheus.Registerer) (openedLimits, error) {
-	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "orderworker_concurrency_limit",
-		Help: "Jobs the adaptive limit lets this worker keep in flight now (at most WORKER_IN_FLIGHT).",
-	})
-	reg.MustRegister(gauge)
+	gauge := metrics.NewConcurrencyLimit(reg)
 	lim, err := concurrency.New(concurrency.Config{Max: cfg.InFlight, Min: cfg.Limits.InFlightMin, OnChange: func(n int) { gauge.Set(float64(n)) }})
 	if err != nil {
 		return openedLimits{}, err

@@ -32,6 +32,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/wxcombine/orderworker/events"
 	"github.com/wxcombine/orderworker/idempotency"
@@ -100,6 +102,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	log := slog.New(tracing.LogHandler(envconfig.NewLogger(stdout, cfg.LogLevel).Handler()))
+	idempotency.LogRedisTo(log)
 	stopTracing, err := tracing.Setup(ctx, "orderworker")
 	if err != nil {
 		return fmt.Errorf("tracing (OTEL_* environment): %w", err)
@@ -194,11 +197,24 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	setState("opening the idempotency store")
-	store, closeStore, err := openStore(ctx, cfg, js)
+	store, closeStore, err := retryOpen(ctx, "opening the idempotency store", log, func(ctx context.Context) (idempotency.Store, func(), error) {
+		return openStore(ctx, cfg, js)
+	})
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	// A store that is down or failing over when the pod starts is waited
+	// for as long as it takes, like NATS: the pod stays unready instead of
+	// crash-looping through the outage. One that refuses us (a wrong
+	// password) fails at once.
+	setState("reaching the idempotency store")
+	if err := retryWithin(ctx, 0, "reaching the idempotency store", log, storeUnreachable, store.Ping); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("idempotency store: %w", err)
+	}
 	if err := checkDurability(ctx, store, cfg.AllowVolatileStore, log); err != nil {
 		return err
 	}
@@ -206,7 +222,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("IDEMPOTENCY_OUTCOME_TTL is shorter than JOBS_MAX_AGE: a job can outlive its order's record, and each such job asks WeChat Pay for the order's state",
 			slog.Duration("outcome_ttl", cfg.OutcomeTTL), slog.Duration("jobs_max_age", cfg.JobsMaxAge))
 	}
-	seen, closeSeen, err := openSeen(ctx, cfg, js)
+	seen, closeSeen, err := retryOpen(ctx, "opening the payments-seen record", log, func(ctx context.Context) (idempotency.Seen, func(), error) {
+		return openSeen(ctx, cfg, js)
+	})
 	if err != nil {
 		return err
 	}
@@ -240,16 +258,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	setState("reading the pause switch")
-	pause, err := pipeline.NewPause(ctx, pipeline.PauseConfig{
-		JetStream: js, Bucket: cfg.PauseBucket, Stream: cfg.JobsStream, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
-		OnChange: func(st pipeline.PauseState) {
-			m.Paused(st.Paused)
-			if st.Paused {
-				log.Warn("consumption paused by an operator", slog.String("reason", st.Reason), slog.String("by", st.By), slog.Time("at", st.At))
-			} else {
-				log.Info("consumption running")
-			}
-		},
+	var pause *pipeline.Pause
+	err = retrySetup(ctx, "reading the pause switch", log, jetStreamUnavailable, func(ctx context.Context) (err error) {
+		pause, err = pipeline.NewPause(ctx, pipeline.PauseConfig{
+			JetStream: js, Bucket: cfg.PauseBucket, Stream: cfg.JobsStream, Consumer: cfg.Consumer, Replicas: cfg.Replicas,
+			OnChange: func(st pipeline.PauseState) {
+				m.Paused(st.Paused)
+				if st.Paused {
+					log.Warn("consumption paused by an operator", slog.String("reason", st.Reason), slog.String("by", st.By), slog.Time("at", st.At))
+				} else {
+					log.Info("consumption running")
+				}
+			},
+		})
+		return err
 	})
 	if err != nil {
 		return err
@@ -258,7 +280,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// Ready only once the streams and the consumer are in place (created
 	// or verified, STREAMS_MANAGE); Run repeats the cheap check.
 	setState("setting up the streams and the consumer")
-	if err := setupWithRetry(ctx, runner, log); err != nil {
+	if err := retrySetup(ctx, "setting up the streams", log, anyError, func(ctx context.Context) error {
+		_, err := runner.Setup(ctx)
+		return err
+	}); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -272,7 +297,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	// The reconcile stream exists before the first prepay asks for a check.
-	if err := reconciler.Setup(ctx); err != nil {
+	if err := retrySetup(ctx, "setting up reconciliation", log, anyError, reconciler.Setup); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -414,24 +439,82 @@ func openStore(ctx context.Context, cfg config, js jetstream.JetStream) (idempot
 // the same replicated stream at once may get no answer at all.
 const setupRetryFor = 2 * time.Minute
 
-// setupWithRetry runs the runner's Setup until it succeeds, ctx ends or
-// setupRetryFor passes; the worker stays unready meanwhile.
-func setupWithRetry(ctx context.Context, runner *pipeline.Runner, log *slog.Logger) error {
-	deadline := time.Now().Add(setupRetryFor)
+// retrySetup runs step (one setup step that talks to JetStream: opening a
+// KV bucket, creating the streams) until it succeeds, ctx ends or
+// setupRetryFor passes, each attempt bounded by 15 s. A replicated cluster
+// answers "JetStream system temporarily unavailable" while it has no leader
+// for the asset (a node killed, restarting or partitioned): a pod that
+// starts then waits it out instead of exiting.
+//
+// retry says which errors are worth another attempt: anyError for the
+// streams (several workers creating one replicated stream at once may get
+// no answer at all), jetStreamUnavailable for the KV buckets, so that a
+// mistake in the configuration still fails at once.
+func retrySetup(ctx context.Context, what string, log *slog.Logger, retry func(error) bool, step func(context.Context) error) error {
+	return retryWithin(ctx, setupRetryFor, what, log, retry, step)
+}
+
+// retryWithin is retrySetup for up to within; 0 retries until ctx ends.
+func retryWithin(ctx context.Context, within time.Duration, what string, log *slog.Logger, retry func(error) bool, step func(context.Context) error) error {
+	deadline := time.Now().Add(within)
 	for delay := time.Second; ; delay = min(2*delay, 10*time.Second) {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err := runner.Setup(sctx)
+		err := step(sctx)
 		cancel()
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || ctx.Err() != nil || (within > 0 && time.Now().After(deadline)) || !retry(err) {
 			return err
 		}
-		log.Warn("setting up the streams failed; retrying", slog.Duration("retry_in", delay), slog.Any("error", err))
+		log.Warn(what+" failed; retrying", slog.Duration("retry_in", delay), slog.Any("error", err))
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// retryOpen is retrySetup for a step that opens something on JetStream
+// (a KV bucket) and answers it with the function that closes it; only an
+// unavailable cluster is retried.
+func retryOpen[T any](ctx context.Context, what string, log *slog.Logger, open func(context.Context) (T, func(), error)) (T, func(), error) {
+	var (
+		v       T
+		closeFn func()
+	)
+	err := retrySetup(ctx, what, log, jetStreamUnavailable, func(ctx context.Context) (err error) {
+		v, closeFn, err = open(ctx)
+		return err
+	})
+	return v, closeFn, err
+}
+
+// anyError retries every error.
+func anyError(error) bool { return true }
+
+// jetStreamUnavailable reports whether err is JetStream's answer while a
+// replicated asset has no leader (503, "JetStream system temporarily
+// unavailable"), or no answer at all.
+func jetStreamUnavailable(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.Code == http.StatusServiceUnavailable {
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// storeUnreachable reports whether err says the idempotency store could not
+// be reached (no connection, no answer, a primary failing over) rather than
+// that it refused the worker: a wrong password, a missing permission or a
+// TLS certificate that does not verify is a configuration mistake, which
+// retrying does not mend.
+func storeUnreachable(err error) bool {
+	var cert *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
+	if redis.IsAuthError(err) || redis.IsPermissionError(err) || errors.As(err, &cert) || errors.As(err, &record) {
+		return false
+	}
+	return errors.Is(err, idempotency.ErrUnavailable) || jetStreamUnavailable(err)
 }
 
 // checkDurability refuses a store that keeps nothing across a restart,

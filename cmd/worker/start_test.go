@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -71,30 +72,75 @@ func TestWorker_natsDownAtStart(t *testing.T) {
 	bin := buildWorker(t)
 	ns := testenv.StartNATS(t)
 	ns.Stop()
-	admin := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	p := &proc{cmd: exec.Command(bin), out: &testenv.Buffer{}, admin: admin, done: make(chan struct{})}
-	p.cmd.Env = append(workerEnv(t, ns.URL), "ADMIN_ADDR="+admin)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
+	p := spawn(t, bin, workerEnv(t, ns.URL))
+	p.waitsFor(t, "connecting to NATS", ns.Start)
+}
+
+// TestWorker_redisDownAtStart: a worker whose Redis is down when it starts
+// waits, unready, naming the store, and becomes ready once Redis is up,
+// instead of exiting into CrashLoopBackOff.
+func TestWorker_redisDownAtStart(t *testing.T) {
+	bin := buildWorker(t)
+	ns, rs := testenv.StartNATS(t), testenv.StartRedisWith(t, "--appendonly", "yes")
+	rs.Stop()
+	p := spawn(t, bin, workerEnv(t, ns.URL, "IDEMPOTENCY_BACKEND=redis", "REDIS_ADDRS="+rs.Addr))
+	p.waitsFor(t, "reaching the idempotency store", rs.Start)
+	if !strings.Contains(p.out.String(), "reaching the idempotency store failed; retrying") {
+		t.Errorf("worker log has no retry warning:\n%s", p.out.String())
+	}
+	for line := range strings.Lines(p.out.String()) {
+		if !strings.HasPrefix(line, "{") {
+			t.Errorf("a log line is not JSON (go-redis's own logger?): %q", line)
+		}
+	}
+}
+
+// TestWorker_redisRefusesAtStart: a Redis that refuses the worker's password
+// is a configuration mistake, not an outage: the worker exits at once with
+// an error naming the store, without the password.
+func TestWorker_redisRefusesAtStart(t *testing.T) {
+	bin := buildWorker(t)
+	ns, rs := testenv.StartNATS(t), testenv.StartRedisWith(t, "--appendonly", "yes", "--user", "orderworker", "on", ">right-pass", "~*", "+@all")
+	pw := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(pw, []byte("wrong-pass\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }() // Owned by the test: ends with the process.
-	t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin) //nolint:gosec // the binary built above
+	cmd.Env = append(workerEnv(t, ns.URL, "IDEMPOTENCY_BACKEND=redis", "REDIS_ADDRS="+rs.Addr, "REDIS_USERNAME=orderworker", "REDIS_PASSWORD_FILE="+pw), "ADMIN_ADDR=127.0.0.1:0")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "idempotency store") || !strings.Contains(string(out), "WRONGPASS") {
+		t.Fatalf("worker with a wrong Redis password: %v\n%s\nwant an exit naming the store's refusal", err, out)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("exited after %v; a refusal is not retried", took)
+	}
+	if strings.Contains(string(out), "wrong-pass") {
+		t.Errorf("the password reached the log:\n%s", out)
+	}
+}
 
+// waitsFor checks that p, started while a dependency is down, stays up and
+// answers /readyz 503 naming state; then it brings the dependency up and
+// checks that p becomes ready and exits 0 on SIGTERM.
+func (p *proc) waitsFor(t *testing.T, state string, up func()) {
+	t.Helper()
 	var code int
 	var body string
-	waitUntil(t, 10*time.Second, "/readyz to answer", func() bool { code, body = readyz(admin); return code != 0 })
-	time.Sleep(2 * time.Second) // well past the 18 ms in which it used to exit
+	waitUntil(t, 10*time.Second, "/readyz to answer", func() bool { code, body = readyz(p.admin); return code != 0 })
+	time.Sleep(2 * time.Second) // well past the milliseconds in which a worker exits on a failed start
 	select {
 	case <-p.done:
-		t.Fatalf("worker exited while NATS was down: %v\n%s", p.err, p.out.String())
+		t.Fatalf("worker exited while the dependency was down: %v\n%s", p.err, p.out.String())
 	default:
 	}
-	if code, body = readyz(admin); code != http.StatusServiceUnavailable || !strings.Contains(body, "connecting to NATS") {
-		t.Errorf("/readyz while NATS is down = %d %q, want 503 naming the connection", code, body)
+	if code, body = readyz(p.admin); code != http.StatusServiceUnavailable || !strings.Contains(body, state) {
+		t.Errorf("/readyz while the dependency is down = %d %q, want 503 naming %q", code, body, state)
 	}
-	ns.Start()
-	waitUntil(t, 15*time.Second, "the worker to become ready once NATS is up", func() bool { code, body = readyz(admin); return code == http.StatusOK })
+	up()
+	waitUntil(t, 20*time.Second, "the worker to become ready once the dependency is up", func() bool { code, body = readyz(p.admin); return code == http.StatusOK })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,17 +109,19 @@ func TestWorker_consoleTraces(t *testing.T) {
 		t.Errorf("outcome event traceparent = %q, want the job's trace %s", eventParent, traceID)
 	}
 
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+w.admin+"/metrics", nil)
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, metric := range []string{"orderworker_pipeline_job_duration_seconds_bucket", "orderworker_wechat_request_duration_seconds_bucket"} {
-		if !strings.Contains(grep(string(body), metric), `# {trace_id="`+traceID+`"}`) {
-			t.Errorf("/metrics has no exemplar of trace %s on %s:\n%s", traceID, metric, grep(string(body), metric))
+	metrics := []string{"orderworker_pipeline_job_duration_seconds_bucket", "orderworker_wechat_request_duration_seconds_bucket"}
+	exemplar := `# {trace_id="` + traceID + `"}`
+	body := scrapeUntil(t, w.admin, "application/openmetrics-text; version=1.0.0", func(body string) bool {
+		for _, metric := range metrics {
+			if !strings.Contains(grep(body, metric), exemplar) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, metric := range metrics {
+		if !strings.Contains(grep(body, metric), exemplar) {
+			t.Errorf("/metrics has no exemplar of trace %s on %s:\n%s", traceID, metric, grep(body, metric))
 		}
 	}
 

@@ -45,7 +45,9 @@ type proc struct {
 	err   error         // its exit status, once done is closed
 }
 
-func startProc(t *testing.T, bin string, environ []string) *proc {
+// spawn starts the worker binary with environ and a free admin address,
+// without waiting for it; the test's end kills it.
+func spawn(t *testing.T, bin string, environ []string) *proc {
 	t.Helper()
 	admin := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	p := &proc{cmd: exec.Command(bin), out: &testenv.Buffer{}, admin: admin, done: make(chan struct{})}
@@ -62,6 +64,14 @@ func startProc(t *testing.T, bin string, environ []string) *proc {
 			t.Logf("worker output:\n%s", p.out.String())
 		}
 	})
+	return p
+}
+
+// startProc spawns the worker and waits up to 15 s for it to be ready.
+func startProc(t *testing.T, bin string, environ []string) *proc {
+	t.Helper()
+	p := spawn(t, bin, environ)
+	admin := p.admin
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + admin + "/readyz")
@@ -75,6 +85,32 @@ func startProc(t *testing.T, bin string, environ []string) *proc {
 			t.Fatalf("worker not ready within 15s:\n%s", p.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scrapeUntil scrapes admin's /metrics (in the format accept asks for, or
+// Prometheus text) until done holds for the body or 10 s passed, and
+// answers the last body. What a job's end records (its ack, its duration)
+// follows the publish of its outcome, so a test that saw the outcome waits
+// for it.
+func scrapeUntil(t *testing.T, admin, accept string, done func(string) bool) string {
+	t.Helper()
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+admin+"/metrics", nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if done(body) || time.Now().After(deadline) {
+			return body
+		}
 	}
 }
 
@@ -169,18 +205,16 @@ func TestWorker_killedMidCall(t *testing.T) {
 		t.Errorf("pay params %+v do not verify with the merchant's public key", ev.PayParams)
 	}
 
-	resp, err := http.Get("http://" + w2.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), `orderworker_pipeline_jobs_total{outcome="ack"} 1`) {
-		t.Errorf("/metrics lacks the acked job:\n%s", grep(string(body), "orderworker_"))
+	// The outcome is published before the job is acknowledged and
+	// counted: the count follows within moments.
+	acked := `orderworker_pipeline_jobs_total{outcome="ack"} 1`
+	body := scrapeUntil(t, w2.admin, "", func(body string) bool { return strings.Contains(body, acked) })
+	if !strings.Contains(body, acked) {
+		t.Errorf("/metrics lacks the acked job 10s after its outcome:\n%s", grep(body, "orderworker_"))
 	}
 	// The job came back after its first worker died: a redelivery's wait.
-	if !strings.Contains(string(body), `orderworker_pipeline_job_wait_seconds_count{delivery="retry"} 1`) {
-		t.Errorf("/metrics lacks the redelivered job's wait:\n%s", grep(string(body), "job_wait"))
+	if !strings.Contains(body, `orderworker_pipeline_job_wait_seconds_count{delivery="retry"} 1`) {
+		t.Errorf("/metrics lacks the redelivered job's wait:\n%s", grep(body, "job_wait"))
 	}
 
 	if err := w2.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -831,6 +831,9 @@ func TestScaling(t *testing.T) {
 					}
 					if lag, err := strconv.Atoi(tr.Metadata["lagThreshold"]); err != nil || lag < 1 {
 						t.Errorf("ScaledObject %s: lagThreshold %q is not a positive integer", so.Metadata.Name, tr.Metadata["lagThreshold"])
+					} else if lag > inFlight {
+						t.Errorf("ScaledObject %s: lagThreshold %d > WORKER_IN_FLIGHT %d: a pod cannot hold its share of the lag, so a backlog grows before the deployment does",
+							so.Metadata.Name, lag, inFlight)
 					}
 				}
 				if nats == 0 {
@@ -866,7 +869,12 @@ func TestScaling(t *testing.T) {
 func metricSet(t *testing.T) map[string][]string {
 	t.Helper()
 	rec := &recorder{names: map[string][]string{}}
+	// Every collector the worker and the notifier register (cmd/worker,
+	// cmd/notifier): each must be on a dashboard panel.
 	metrics.NewWorker(rec)
+	metrics.NewReconcile(rec)
+	metrics.NewPaymentAnomalies(rec)
+	metrics.NewConcurrencyLimit(rec)
 	metrics.NewNotifier(&recorder{names: rec.names})
 	if len(rec.names) == 0 {
 		t.Fatal("metrics registered nothing")
@@ -993,6 +1001,9 @@ func metricValues(t *testing.T) labelValues {
 	}
 	wreg, nreg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	metrics.NewWorkerWith(wreg, metrics.WorkerConfig{DeadLetterReasons: reasons, Merchants: []string{"1900000109"}})
+	metrics.NewReconcile(wreg)
+	metrics.NewPaymentAnomalies(wreg)
+	metrics.NewConcurrencyLimit(wreg)
 	metrics.NewNotifier(nreg)
 	out := labelValues{}
 	for _, g := range []prometheus.Gatherer{wreg, nreg} {
