@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,8 +46,19 @@ func PublishStored(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, w
 }
 
 // refused reports whether err is an answer that a repeat would get again:
-// the payload limit, or a JetStream error other than 503 (no leader yet).
+// the connection's payload limit, or the stream's limit on a message's or
+// its headers' size. Every other JetStream error is repeated: while a
+// cluster elects a stream leader, the old leader answers 500 "JetStream
+// cluster can not handle request" (10009) and a stream short of resources
+// 503, and both pass.
 func refused(err error) bool {
 	var api *jetstream.APIError
-	return errors.Is(err, nats.ErrMaxPayload) || (errors.As(err, &api) && api.Code != http.StatusServiceUnavailable)
+	if errors.As(err, &api) {
+		return api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || api.ErrorCode == errCodeHeaderExceedsMaximum
+	}
+	return errors.Is(err, nats.ErrMaxPayload)
 }
+
+// errCodeHeaderExceedsMaximum is nats-server's JSStreamHeaderExceedsMaximumErr,
+// which nats.go does not name.
+const errCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097

@@ -72,3 +72,25 @@ func TestPublishStored(t *testing.T) {
 		t.Errorf("refused job given up after %v; a refusal is not repeated", took)
 	}
 }
+
+// TestRefused: only a message's size is a refusal; the errors a cluster
+// answers while it elects a leader are tried again.
+func TestRefused(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nats.ErrMaxPayload, true},
+		{jetstream.ErrStreamMessageExceedsMaximum, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10097, Description: "header size exceeds maximum allowed of 64k"}, true},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10009, Description: "JetStream cluster can not handle request"}, false},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10023, Description: "insufficient resources"}, false},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "store failed"}, false},
+		{nats.ErrNoResponders, false},
+		{nats.ErrTimeout, false},
+	} {
+		if got := refused(c.err); got != c.want {
+			t.Errorf("refused(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
