@@ -191,6 +191,9 @@ type Evidence struct {
 	Outages []Outage
 	// Exits maps every worker instance that exited during the run to when.
 	Exits map[string]time.Time
+	// StoreFailures are the failed writes of an outcome the workers logged,
+	// per order.
+	StoreFailures map[loadgen.OrderKey][]StoreFailure
 	// OutcomeTTL is the workers' IDEMPOTENCY_OUTCOME_TTL; 0 when unknown.
 	OutcomeTTL time.Duration
 	// SkewWindows are the periods the workers' clock was skewed; Replays the
@@ -689,7 +692,7 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		return WarrantFault, ""
 	case slices.Contains(operatorCodes, prev.Code):
 		return WarrantOperatorFix, ""
-	case prev.Status/100 != 2 && storeDownBetween(ev, prev.End, cur.Start):
+	case prev.Status/100 != 2 && (storeDownBetween(ev, prev.End, cur.Start) || storeFailedAfter(ev, prev, cur)):
 		// A number taken, closed or paid makes the worker ask WeChat Pay;
 		// a job held while the store was down starts over, create first.
 		return WarrantStoreOutage, ""
@@ -717,7 +720,7 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 	if ev.OutcomeTTL > 0 && cur.Start.Sub(prev.End) > ev.OutcomeTTL {
 		return WarrantRecordExpired, ""
 	}
-	if storeDownBetween(ev, prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)) {
+	if storeDownBetween(ev, prev.End.Add(-time.Second), minTime(prev.End.Add(storeSettleWindow), cur.Start)) || storeFailedAfter(ev, prev, cur) {
 		return WarrantStoreOutage, ""
 	}
 	return Unwarranted, fmt.Sprintf("the previous call (by %s, ended %s) was answered %d %s and delivered, with no worker exit or store outage in between",

@@ -1,6 +1,8 @@
 package chaos
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -184,6 +186,56 @@ func TestCheck_creates(t *testing.T) {
 				return ev
 			}(),
 			WarrantStoreOutage, "",
+		},
+		{
+			"the KV bucket answering the harness's probe, but the worker's write of the outcome came after its lease",
+			func() *Evidence {
+				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
+				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(52)}}}
+				return ev
+			}(),
+			WarrantStoreOutage, "",
+		},
+		{
+			"a failed write logged by another worker than the one that got the answer",
+			func() *Evidence {
+				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
+				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w3", At: at(52)}}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
+			"a failed write logged after the next create",
+			func() *Evidence {
+				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
+				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(62)}}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
+			"a failed write logged with no disruption of the store near",
+			func() *Evidence {
+				ev := created(call("w1", 200, 201, 200, "wx1", true), call("w2", 240, 241, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
+				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(230)}}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
+			"a failed write logged while only a NATS node was down, with Redis as the store",
+			func() *Evidence {
+				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
+				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8)}}
+				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(52)}}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
 		},
 		{
 			"a NATS node back, and the KV bucket answering, before the call",
@@ -471,5 +523,40 @@ func TestCheck_outcomes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadStoreFailures reads the worker's JSON log lines of an outcome
+// not stored, and nothing else.
+func TestReadStoreFailures(t *testing.T) {
+	dir := t.TempDir()
+	lines := strings.Join([]string{
+		`{"time":"2026-12-02T10:00:01.5Z","level":"WARN","msg":"lease lost before the outcome was stored; the record decides","combine_mchid":"1900000110","combine_out_trade_no":"CH1"}`,
+		`{"time":"2026-12-02T10:00:02Z","level":"WARN","msg":"outcome not stored; job held until the store answers","combine_mchid":"1900000110","combine_out_trade_no":"CH2","error":"x"}`,
+		`{"time":"2026-12-02T10:00:03Z","level":"INFO","msg":"prepay created","combine_mchid":"1900000110","combine_out_trade_no":"CH3"}`,
+		`not json, lease lost before the outcome was stored; the record decides`,
+	}, "\n")
+	if err := os.WriteFile(filepath.Join(dir, "worker-2.log"), []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notifier.log"), []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readStoreFailures(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[loadgen.OrderKey][]StoreFailure{
+		{MchID: "1900000110", OutTradeNo: "CH1"}: {{Instance: "worker-2", At: time.Date(2026, 12, 2, 10, 0, 1, 5e8, time.UTC)}},
+		{MchID: "1900000110", OutTradeNo: "CH2"}: {{Instance: "worker-2", At: time.Date(2026, 12, 2, 10, 0, 2, 0, time.UTC)}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, w := range want {
+		g := got[k]
+		if len(g) != 1 || g[0].Instance != w[0].Instance || !g[0].At.Equal(w[0].At) {
+			t.Errorf("%v: got %v, want %v", k, g, w)
+		}
 	}
 }

@@ -117,7 +117,10 @@
 //	                             2xx but the worker that got the answer died
 //	                             before the next call (worker_exit) or Redis
 //	                             was down while the outcome was being stored
-//	                             (store_outage); calls never overlap
+//	                             (store_outage: the store was down, or, soon
+//	                             after a disruption of it, the worker that
+//	                             got the answer logged that its write of the
+//	                             outcome failed); calls never overlap
 //	create_accounting_matches    the proxy's and the simulator's create counts
 //	                             agree per order
 //	one_payment_per_paid_order   every order the simulator holds as paid

@@ -140,6 +140,24 @@ func (c *cluster) clockSkew(ctx context.Context) (float64, int, string) {
 // maxReplays bounds the dead letters replayed after one window.
 const maxReplays = 40
 
+// replayRetryFor bounds how long a replay's read or command is tried again:
+// longer than a cluster's leader election after a killed or partitioned
+// node (20 s measured).
+const replayRetryFor = time.Minute
+
+// retryFor calls f until it succeeds, ctx ends or within passed, pausing
+// 2 s between tries, and answers its last error.
+func retryFor(ctx context.Context, within time.Duration, f func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil || time.Now().Add(2*time.Second).After(deadline) {
+			return err
+		}
+		sleepCtx(ctx, 2*time.Second)
+	}
+}
+
 // replaySignErrors runs `deadletter replay --seq N --keep` for each dead
 // letter stored since the window began whose error is SIGN_ERROR.
 func (c *cluster) replaySignErrors(ctx context.Context, w SkewWindow) ([]Replay, error) {
@@ -152,27 +170,40 @@ func (c *cluster) replaySignErrors(ctx context.Context, w SkewWindow) ([]Replay,
 	if err != nil {
 		return nil, fmt.Errorf("chaos: replay: %w", err)
 	}
+	// The replay runs while the cluster's own disruptions go on: a read or
+	// a replay that meets a leader election ("no responders") is tried
+	// again, as an operator would, for up to replayRetryFor. A replay
+	// repeated is harmless: its Nats-Msg-Id is the dead letter's.
 	var picked []Replay
-	err = readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
-		md, err := m.Metadata()
-		if err != nil || md.Timestamp.Before(w.From) || len(picked) >= maxReplays {
-			return
-		}
-		var dl events.DeadLetter
-		if decodeStrict(m.Data(), &dl) != nil || !strings.Contains(dl.Error, "SIGN_ERROR") {
-			return
-		}
-		picked = append(picked, Replay{Order: loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}, Seq: md.Sequence.Stream})
+	err = retryFor(ctx, replayRetryFor, func() error {
+		picked = picked[:0]
+		return readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
+			md, err := m.Metadata()
+			if err != nil || md.Timestamp.Before(w.From) || len(picked) >= maxReplays {
+				return
+			}
+			var dl events.DeadLetter
+			if decodeStrict(m.Data(), &dl) != nil || !strings.Contains(dl.Error, "SIGN_ERROR") {
+				return
+			}
+			picked = append(picked, Replay{Order: loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}, Seq: md.Sequence.Stream})
+		})
 	})
 	if err != nil {
 		return nil, err
 	}
 	for i := range picked {
 		picked[i].At = time.Now()
-		cmd := exec.CommandContext(ctx, c.bins["deadletter"], "replay", "--seq", strconv.FormatUint(picked[i].Seq, 10), "--keep") //nolint:gosec // G204: the harness's own binary and arguments
-		cmd.Env = append(proc.InheritEnv("PATH", "HOME"), "NATS_URL="+c.natsURL())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			picked[i].Error = fmt.Sprintf("%v: %s", err, strings.TrimSpace(string(out)))
+		err := retryFor(ctx, replayRetryFor, func() error {
+			cmd := exec.CommandContext(ctx, c.bins["deadletter"], "replay", "--seq", strconv.FormatUint(picked[i].Seq, 10), "--keep") //nolint:gosec // G204: the harness's own binary and arguments
+			cmd.Env = append(proc.InheritEnv("PATH", "HOME"), "NATS_URL="+c.natsURL())
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+			}
+			return nil
+		})
+		if err != nil {
+			picked[i].Error = err.Error()
 		}
 	}
 	return picked, nil

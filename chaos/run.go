@@ -644,6 +644,9 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	if st, err := sim.Stats(ctx); err == nil {
 		rep.Sim = &st
 	}
+	if ev.StoreFailures, err = readStoreFailures(c.logs); err != nil {
+		return err
+	}
 	rep.Check = Check(ev)
 	rep.Outages = ev.Outages
 	if data, err := json.Marshal(ev.Calls); err == nil {

@@ -144,7 +144,8 @@ func (p *Processor) publishRecord(ctx context.Context, j *job, r *record, again 
 // settle stores r as the order's outcome under token and publishes what the
 // record then holds: r, or — if another worker's outcome got there first —
 // that one. It answers nil (Ack) once the event is stored, or a Hold/Retry
-// error.
+// error. Its two warnings of a write that did not take are read by the
+// chaos suite (chaos/storelogs.go): keep their wording in step.
 func (p *Processor) settle(ctx context.Context, j *job, token uint64, r *record) error {
 	data, err := json.Marshal(r)
 	if err != nil {

@@ -1,0 +1,112 @@
+package chaos
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wxcombine/orderworker/loadgen"
+)
+
+// StoreFailure is a worker's own report, in its log, that it could not
+// store an order's outcome after WeChat Pay answered: the store refused or
+// timed out the write ("outcome not stored"), or the write came after the
+// claim's lease ran out ("lease lost before the outcome was stored"). The
+// harness's probe of the store (Outage.StoreUp) measures one write; a
+// worker's writes can stay slower than its lease for a while after, as
+// the KV bucket's stream catches a node up. The answer the worker holds is
+// then lost with the job, and the next attempt creates again, with the
+// same body: WeChat Pay answers the same prepay_id.
+type StoreFailure struct {
+	Instance string
+	At       time.Time
+}
+
+// storeFailureMsgs are the worker's log messages of a write of the
+// outcome that did not take (pipeline/outcome.go, Processor.settle).
+var storeFailureMsgs = []string{
+	"lease lost before the outcome was stored; the record decides",
+	"outcome not stored; job held until the store answers",
+}
+
+// storeFailureNear bounds how long after a disruption of the store began
+// a worker's store failure counts as the disruption's: a worker that
+// reports failures with no disruption near is not believed.
+const storeFailureNear = 2 * time.Minute
+
+// readStoreFailures reads the store failures each worker logged in dir
+// (worker-N.log, JSON lines), per order.
+func readStoreFailures(dir string) (map[loadgen.OrderKey][]StoreFailure, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "worker-*.log"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[loadgen.OrderKey][]StoreFailure{}
+	for _, path := range paths {
+		instance := strings.TrimSuffix(filepath.Base(path), ".log")
+		if err := scanStoreFailures(path, instance, out); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("chaos: %s: %w", path, err)
+		}
+	}
+	return out, nil
+}
+
+func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFailure) error {
+	f, err := os.Open(path) //nolint:gosec // G304: the harness's own log directory
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !containsAny(line, storeFailureMsgs) {
+			continue
+		}
+		var rec struct {
+			Time       time.Time `json:"time"`
+			Msg        string    `json:"msg"`
+			MchID      string    `json:"combine_mchid"`
+			OutTradeNo string    `json:"combine_out_trade_no"`
+		}
+		if json.Unmarshal(line, &rec) != nil || rec.OutTradeNo == "" {
+			continue
+		}
+		key := loadgen.OrderKey{MchID: rec.MchID, OutTradeNo: rec.OutTradeNo}
+		out[key] = append(out[key], StoreFailure{Instance: instance, At: rec.Time})
+	}
+	return sc.Err()
+}
+
+func containsAny(line []byte, msgs []string) bool {
+	for _, m := range msgs {
+		if strings.Contains(string(line), m) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeFailedAfter reports whether the worker that made prev logged that
+// it could not store the order's outcome after prev's answer and before
+// cur, with a disruption of the store begun shortly before.
+func storeFailedAfter(ev *Evidence, prev, cur Call) bool {
+	for _, f := range ev.StoreFailures[cur.Order] {
+		if f.Instance != prev.Instance || f.At.Before(prev.End.Add(-time.Second)) || !f.At.Before(cur.Start) {
+			continue
+		}
+		for _, o := range ev.Outages {
+			if (o.Server == "redis" || o.Store) && o.Down.Before(f.At) && f.At.Sub(o.storeUp()) < storeFailureNear {
+				return true
+			}
+		}
+	}
+	return false
+}
