@@ -47,10 +47,10 @@ func PublishStored(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, w
 
 // refused reports whether err is an answer that a repeat would get again:
 // the connection's payload limit, or the stream's limit on a message's or
-// its headers' size. Every other JetStream error is repeated: while a
-// cluster elects a stream leader, the old leader answers 500 "JetStream
-// cluster can not handle request" (10009) and a stream short of resources
-// 503, and both pass.
+// its headers' size. Every other answer is repeated, and each passes: a
+// stream leader short of resources answers 503 (and steps down), one whose
+// ingest queue is full 429 "too many requests", and a publish that meets an
+// election gets no answer at all.
 func refused(err error) bool {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {

@@ -85,6 +85,7 @@ func TestRefused(t *testing.T) {
 		{&jetstream.APIError{Code: 400, ErrorCode: 10097, Description: "header size exceeds maximum allowed of 64k"}, true},
 		{&jetstream.APIError{Code: 500, ErrorCode: 10009, Description: "JetStream cluster can not handle request"}, false},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10023, Description: "insufficient resources"}, false},
+		{&jetstream.APIError{Code: 429, ErrorCode: 10167, Description: "too many requests"}, false},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "store failed"}, false},
 		{nats.ErrNoResponders, false},
 		{nats.ErrTimeout, false},

@@ -493,20 +493,15 @@ func anyError(error) bool { return true }
 
 // jetStreamUnavailable reports whether err is JetStream's answer while a
 // replicated asset has no leader (503, "JetStream system temporarily
-// unavailable"; 500 "JetStream cluster can not handle request" from a
-// server that just lost the leadership), or no answer at all.
+// unavailable"), or no answer at all.
 func jetStreamUnavailable(err error) bool {
 	var api *jetstream.APIError
-	if errors.As(err, &api) && (api.Code == http.StatusServiceUnavailable || api.ErrorCode == errCodeClusterNotLeader) {
+	if errors.As(err, &api) && api.Code == http.StatusServiceUnavailable {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
-
-// errCodeClusterNotLeader is nats-server's JSClusterNotLeaderErr, which
-// nats.go does not name.
-const errCodeClusterNotLeader jetstream.ErrorCode = 10009
 
 // storeUnreachable reports whether err says the idempotency store could not
 // be reached (no connection, no answer, a primary failing over) rather than
