@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	mrand "math/rand/v2"
 	"os"
@@ -536,6 +537,14 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 		},
 	}
 	rep.RunID = lcfg.RunID
+	// The load generator's warnings (a publish repeated, and with what
+	// answer; a publish given up) go beside the servers' logs.
+	lglog, err := os.OpenFile(filepath.Join(c.logs, "loadgen.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // G304: the harness's own log directory
+	if err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	defer lglog.Close()
+	lcfg.Logger = slog.New(slog.NewJSONHandler(lglog, nil))
 	nc, err := nats.Connect(c.natsURL(), nats.Name("chaos-loadgen"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("chaos: connect: %w", err)
