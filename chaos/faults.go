@@ -140,10 +140,10 @@ func (c *cluster) clockSkew(ctx context.Context) (float64, int, string) {
 // maxReplays bounds the dead letters replayed after one window.
 const maxReplays = 40
 
-// replayRetryFor bounds how long a replay's read or command is tried again:
-// longer than a cluster's leader election after a killed or partitioned
-// node (20 s measured).
-const replayRetryFor = time.Minute
+// electionRetryFor bounds how long the harness tries a read or a replay
+// again: longer than a cluster's leader election after a killed,
+// partitioned or restarted node (20 s measured).
+const electionRetryFor = time.Minute
 
 // retryFor calls f until it succeeds, ctx ends or within passed, pausing
 // 2 s between tries, and answers its last error.
@@ -170,31 +170,29 @@ func (c *cluster) replaySignErrors(ctx context.Context, w SkewWindow) ([]Replay,
 	if err != nil {
 		return nil, fmt.Errorf("chaos: replay: %w", err)
 	}
-	// The replay runs while the cluster's own disruptions go on: a read or
-	// a replay that meets a leader election ("no responders") is tried
-	// again, as an operator would, for up to replayRetryFor. A replay
-	// repeated is harmless: its Nats-Msg-Id is the dead letter's.
+	// The replay runs while the cluster's own disruptions go on: the read
+	// resumes through a leader election (readAll), and a replay that meets
+	// one ("no responders") is tried again, as an operator would, for up to
+	// electionRetryFor. A replay repeated is harmless: its Nats-Msg-Id is the
+	// dead letter's.
 	var picked []Replay
-	err = retryFor(ctx, replayRetryFor, func() error {
-		picked = picked[:0]
-		return readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
-			md, err := m.Metadata()
-			if err != nil || md.Timestamp.Before(w.From) || len(picked) >= maxReplays {
-				return
-			}
-			var dl events.DeadLetter
-			if decodeStrict(m.Data(), &dl) != nil || !strings.Contains(dl.Error, "SIGN_ERROR") {
-				return
-			}
-			picked = append(picked, Replay{Order: loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}, Seq: md.Sequence.Stream})
-		})
+	err = readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil || md.Timestamp.Before(w.From) || len(picked) >= maxReplays {
+			return
+		}
+		var dl events.DeadLetter
+		if decodeStrict(m.Data(), &dl) != nil || !strings.Contains(dl.Error, "SIGN_ERROR") {
+			return
+		}
+		picked = append(picked, Replay{Order: loadgen.OrderKey{MchID: dl.CombineMchID, OutTradeNo: dl.CombineOutTradeNo}, Seq: md.Sequence.Stream})
 	})
 	if err != nil {
 		return nil, err
 	}
 	for i := range picked {
 		picked[i].At = time.Now()
-		err := retryFor(ctx, replayRetryFor, func() error {
+		err := retryFor(ctx, electionRetryFor, func() error {
 			cmd := exec.CommandContext(ctx, c.bins["deadletter"], "replay", "--seq", strconv.FormatUint(picked[i].Seq, 10), "--keep") //nolint:gosec // G204: the harness's own binary and arguments
 			cmd.Env = append(proc.InheritEnv("PATH", "HOME"), "NATS_URL="+c.natsURL())
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -371,11 +369,23 @@ func jobKeyOfEvent(data []byte) loadgen.OrderKey {
 // answers the jobs left in it: JetStream accepted them and they ended in
 // neither an acknowledgement nor a termination.
 func drainJobs(ctx context.Context, js jetstream.JetStream, wait time.Duration, logf func(string, ...any)) ([]StrandedJob, error) {
+	deadline := time.Now().Add(wait)
+	var left []StrandedJob
+	// A read that meets a leader election is tried again.
+	err := retryFor(ctx, wait+electionRetryFor, func() (err error) {
+		left, err = strandedJobs(ctx, js, deadline, logf)
+		return err
+	})
+	return left, err
+}
+
+// strandedJobs waits until the jobs stream is empty or deadline passes,
+// then lists the jobs left in it.
+func strandedJobs(ctx context.Context, js jetstream.JetStream, deadline time.Time, logf func(string, ...any)) ([]StrandedJob, error) {
 	st, err := js.Stream(ctx, events.StreamJobs)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: stream %s: %w", events.StreamJobs, err)
 	}
-	deadline := time.Now().Add(wait)
 	var info *jetstream.StreamInfo
 	for {
 		if info, err = st.Info(ctx); err != nil {

@@ -982,8 +982,20 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
-// readAll hands every message of a stream to f, in order.
+// readAll hands every message of a stream to f, in order, once. A read
+// that fails (a stream without a leader yet, after the cluster's last
+// disruption: "no responders") is resumed after the last message handed
+// to f, for up to electionRetryFor.
 func readAll(ctx context.Context, js jetstream.JetStream, stream string, f func(jetstream.Msg)) error {
+	next := uint64(1)
+	return retryFor(ctx, electionRetryFor, func() error {
+		return readFrom(ctx, js, stream, &next, f)
+	})
+}
+
+// readFrom hands the messages of a stream from sequence *next to its last
+// to f, advancing *next past each.
+func readFrom(ctx context.Context, js jetstream.JetStream, stream string, next *uint64, f func(jetstream.Msg)) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("chaos: stream %s: %w", stream, err)
@@ -993,10 +1005,10 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string, f func(
 		return fmt.Errorf("chaos: stream %s: %w", stream, err)
 	}
 	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
+	if info.State.Msgs == 0 || *next > last {
 		return nil
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: *next})
 	if err != nil {
 		return fmt.Errorf("chaos: stream %s: %w", stream, err)
 	}
@@ -1008,8 +1020,16 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string, f func(
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("chaos: read %s: %w", stream, err)
+			}
+			if md.Sequence.Stream < *next {
+				continue
+			}
 			f(m)
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last {
+			*next = md.Sequence.Stream + 1
+			if md.Sequence.Stream >= last {
 				return nil
 			}
 		}
