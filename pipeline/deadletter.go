@@ -34,14 +34,22 @@ func (p *Processor) release(ctx context.Context, j *job, token uint64, reason ev
 	return p.refuse(ctx, j, reason, f, cause)
 }
 
-// refuse publishes a failure that is not the order's outcome (Final false,
-// under the job's own Nats-Msg-Id) when the order can be named, and the
-// dead letter, and answers Terminal. Nothing is stored for the order, so
-// the same order number can still be created. If either cannot be
+// refuse publishes the dead letter and then, when the order can be named,
+// a failure that is not the order's outcome (Final false, under the job's
+// own Nats-Msg-Id), and answers Terminal. Nothing is stored for the order,
+// so the same order number can still be created. If either cannot be
 // published, the job is handed back so that a later delivery tries again.
+// The dead letter goes first: a later delivery may end otherwise (WeChat
+// Pay's record, asked again, finds the order paid), and a failure event
+// must never be left without its dead letter, while a dead letter (under
+// the job's sequence, so never stored twice) whose replay finds the order
+// settled does no harm.
 func (p *Processor) refuse(ctx context.Context, j *job, reason events.Reason, f *events.PrepayFailed, cause error) error {
 	sctx, cancel := settleCtx(ctx)
 	defer cancel()
+	if err := p.deadLetter(sctx, j, reason, cause); err != nil {
+		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
+	}
 	if j.key.MchID != "" && j.key.OutTradeNo != "" {
 		p.fill(j, f)
 		f.Final = false
@@ -49,9 +57,6 @@ func (p *Processor) refuse(ctx context.Context, j *job, reason events.Reason, f 
 		if err := p.publish(sctx, j, p.cfg.Subjects.PrepayFailed(), id, f, metrics.EventPrepayFailed); err != nil {
 			return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
 		}
-	}
-	if err := p.deadLetter(sctx, j, reason, cause); err != nil {
-		return RetryAfter(p.RedeliveryDelay(j.d.NumDelivered), err)
 	}
 	j.logger().WarnContext(ctx, "job dead-lettered", slog.String("reason", string(reason)), slog.String("code", f.Code), slog.Any("error", cause))
 	return terminal(reason, cause)

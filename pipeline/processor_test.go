@@ -32,6 +32,7 @@ type fakePayer struct {
 	// order is what a query answers (nil: ORDER_NOT_EXIST); closeErr what
 	// a close does.
 	order           *wechat.CombineOrder
+	queryErr        error
 	closeErr        error
 	queries, closes int
 }
@@ -56,6 +57,9 @@ func (f *fakePayer) QueryByOutTradeNo(_ context.Context, _, _ string) (*wechat.C
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queries++
+	if f.queryErr != nil {
+		return nil, f.queryErr
+	}
 	if f.order != nil {
 		return f.order, nil
 	}
@@ -265,6 +269,7 @@ func TestProcessor_Process(t *testing.T) {
 		wantReleased bool
 		wantStored   bool
 		order        *wechat.CombineOrder // the query's answer; nil: ORDER_NOT_EXIST
+		queryErr     error                // the query's failure
 		wantQueries  int
 		wantCloses   int
 		wantHold     bool
@@ -285,7 +290,7 @@ func TestProcessor_Process(t *testing.T) {
 			wantSubjects: []string{events.SubjectPrepayCreated}, wantStored: true},
 		{name: "delivery limit, no such order: not created, same number may come back", results: []payResult{{err: sysErr}}, numDelivered: maxDeliver, wantCalls: 4,
 			wantErr: &pipeline.TerminalError{}, wantReleased: true, wantQueries: 1, wantFinal: ptr(false),
-			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonMaxDeliveries)}},
+			wantSubjects: []string{dlSubject(events.ReasonMaxDeliveries), events.SubjectPrepayFailed}},
 		{name: "delivery limit, order unpaid: the identical body recovers its prepay_id",
 			results: []payResult{{err: timeoutErr}, {err: timeoutErr}, {err: timeoutErr}, {err: timeoutErr}, ok}, numDelivered: maxDeliver,
 			order: queried(wechat.TradeStateNotPay), wantQueries: 1, wantCalls: 5, wantStored: true,
@@ -306,13 +311,18 @@ func TestProcessor_Process(t *testing.T) {
 			wantSubjects: []string{events.SubjectOrderClosed, events.SubjectPrepayFailed, dlSubject(events.ReasonRejected)}},
 		{name: "used by an unpaid order with other parameters: not this order's outcome", results: []payResult{{err: usedErr}}, order: queried(wechat.TradeStateNotPay),
 			wantQueries: 1, wantCalls: 1, wantReleased: true, wantFinal: ptr(false), wantErr: &pipeline.TerminalError{},
-			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonConflict)}},
+			wantSubjects: []string{dlSubject(events.ReasonConflict), events.SubjectPrepayFailed}},
+		{name: "used, record lost, the query failing with a delivery left: handed back, nothing published", results: []payResult{{err: usedErr}}, queryErr: sysErr,
+			wantQueries: 4, wantCalls: 1, wantReleased: true, wantErr: &pipeline.RetryError{}, wantAfter: 3 * time.Second},
+		{name: "used, record lost, the query failing on the last delivery: RETRIES_EXHAUSTED, not final", results: []payResult{{err: usedErr}}, queryErr: sysErr,
+			numDelivered: maxDeliver, wantQueries: 4, wantCalls: 1, wantReleased: true, wantFinal: ptr(false), wantErr: &pipeline.TerminalError{},
+			wantSubjects: []string{dlSubject(events.ReasonMaxDeliveries), events.SubjectPrepayFailed}},
 		{name: "refunded order: dead letter, nothing published for the order", results: []payResult{{err: usedErr}}, order: queried(wechat.TradeStateRefund),
 			wantQueries: 1, wantCalls: 1, wantReleased: true, wantErr: &pipeline.TerminalError{},
 			wantSubjects: []string{dlSubject(events.ReasonUnexpectedState)}},
 		{name: "SIGN_ERROR is an operator's to fix: not stored", results: []payResult{{err: signErr}}, wantCalls: 1,
 			wantReleased: true, wantFinal: ptr(false), wantErr: &pipeline.TerminalError{},
-			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonConfiguration)}},
+			wantSubjects: []string{dlSubject(events.ReasonConfiguration), events.SubjectPrepayFailed}},
 		{name: "param error is terminal at once and stored", results: []payResult{{err: paramErr}}, wantCalls: 1,
 			wantErr: &pipeline.TerminalError{}, wantStored: true,
 			wantSubjects: []string{events.SubjectPrepayFailed, dlSubject(events.ReasonRejected)}},
@@ -340,6 +350,7 @@ func TestProcessor_Process(t *testing.T) {
 			}
 			b.store.claimErr = tt.claimErr
 			b.payer.order = tt.order
+			b.payer.queryErr = tt.queryErr
 			d := delivery(t, newJob(wechat.TradeTypeJSAPI, "P00001"))
 			d.NumDelivered = max(tt.numDelivered, 1)
 			err := b.proc.Process(t.Context(), d)

@@ -26,8 +26,9 @@ package pipeline
 //	                         open, failure RETRIES_EXHAUSTED, Final false
 //	anything else (REFUND,   dead letter "unexpected_state", nothing          the same
 //	PAYERROR, mixed states)  published for the order
-//	query fails              failure RETRIES_EXHAUSTED, Final false:          the same
-//	                         state unknown, publish the same job again
+//	query fails              failure RETRIES_EXHAUSTED, Final false:          the job is handed back while
+//	                         state unknown, publish the same job again        a delivery is left; on the last,
+//	                                                                          as after unknown outcomes
 //
 // Failures with Final false are not stored: the claim is released, so the
 // same job published again (or its dead letter replayed) asks WeChat Pay
@@ -107,6 +108,10 @@ func (p *Processor) ask(ctx context.Context, j *job, token uint64, cause error, 
 				CallCode(cause), p.cfg.MaxDeliver),
 		}
 		return p.release(ctx, j, token, events.ReasonMaxDeliveries, f, cause)
+	case err != nil && !j.last:
+		// A delivery is left: it asks again, rather than this one telling
+		// the checkout to publish the job again.
+		return p.retryLater(ctx, j, token, errors.Join(cause, err))
 	case err != nil:
 		f := &events.PrepayFailed{
 			Code: events.CodeRetriesExhausted,
