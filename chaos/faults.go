@@ -172,8 +172,8 @@ func (c *cluster) replaySignErrors(ctx context.Context, w SkewWindow) ([]Replay,
 	}
 	// The replay runs while the cluster's own disruptions go on: the read
 	// resumes through a leader election (readAll), and a replay that meets
-	// one ("no responders") is tried again, as an operator would, for up to
-	// electionRetryFor. A replay repeated is harmless: its Nats-Msg-Id is the
+	// one ("no responders") is tried again, as an operator would, within
+	// electionRetryFor for them all. A replay repeated is harmless: its Nats-Msg-Id is the
 	// dead letter's.
 	var picked []Replay
 	err = readAll(ctx, js, events.StreamDeadLetters, func(m jetstream.Msg) {
@@ -190,9 +190,12 @@ func (c *cluster) replaySignErrors(ctx context.Context, w SkewWindow) ([]Replay,
 	if err != nil {
 		return nil, err
 	}
+	// One budget for all the replays: a replay that fails for good must not
+	// hold the run for a minute per dead letter.
+	deadline := time.Now().Add(electionRetryFor)
 	for i := range picked {
 		picked[i].At = time.Now()
-		err := retryFor(ctx, electionRetryFor, func() error {
+		err := retryFor(ctx, time.Until(deadline), func() error {
 			cmd := exec.CommandContext(ctx, c.bins["deadletter"], "replay", "--seq", strconv.FormatUint(picked[i].Seq, 10), "--keep") //nolint:gosec // G204: the harness's own binary and arguments
 			cmd.Env = append(proc.InheritEnv("PATH", "HOME"), "NATS_URL="+c.natsURL())
 			if out, err := cmd.CombinedOutput(); err != nil {
