@@ -743,9 +743,13 @@ func lostBetween(ev *Evidence, prev, cur Call) bool {
 // the store answered again.
 func storeDownBetween(ev *Evidence, from, to time.Time) bool {
 	return slices.ContainsFunc(ev.Outages, func(o Outage) bool {
-		return (o.Server == "redis" || o.Store) && o.Down.Before(to) && o.storeUp().After(from)
+		return o.ofStore() && o.Down.Before(to) && o.storeUp().After(from)
 	})
 }
+
+// ofStore reports whether the outage was, or may have been, the
+// idempotency store's: Redis, or a NATS node with the KV backend.
+func (o Outage) ofStore() bool { return o.Server == "redis" || o.Store }
 
 // storeUp answers when the outage ended for the idempotency store.
 func (o Outage) storeUp() time.Time {

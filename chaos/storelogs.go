@@ -2,12 +2,14 @@ package chaos
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,9 +32,9 @@ type StoreFailure struct {
 
 // storeFailureMsgs are the worker's log messages of a write of the
 // outcome that did not take (pipeline/outcome.go, Processor.settle).
-var storeFailureMsgs = []string{
-	"lease lost before the outcome was stored; the record decides",
-	"outcome not stored; job held until the store answers",
+var storeFailureMsgs = [][]byte{
+	[]byte("lease lost before the outcome was stored; the record decides"),
+	[]byte("outcome not stored; job held until the store answers"),
 }
 
 // storeFailureNear bounds how long after a disruption of the store began
@@ -67,7 +69,7 @@ func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFa
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if !containsAny(line, storeFailureMsgs) {
+		if !slices.ContainsFunc(storeFailureMsgs, func(m []byte) bool { return bytes.Contains(line, m) }) {
 			continue
 		}
 		var rec struct {
@@ -85,15 +87,6 @@ func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFa
 	return sc.Err()
 }
 
-func containsAny(line []byte, msgs []string) bool {
-	for _, m := range msgs {
-		if strings.Contains(string(line), m) {
-			return true
-		}
-	}
-	return false
-}
-
 // storeFailedAfter reports whether the worker that made prev logged that
 // it could not store the order's outcome after prev's answer and before
 // cur, with a disruption of the store begun shortly before.
@@ -103,7 +96,7 @@ func storeFailedAfter(ev *Evidence, prev, cur Call) bool {
 			continue
 		}
 		for _, o := range ev.Outages {
-			if (o.Server == "redis" || o.Store) && o.Down.Before(f.At) && f.At.Sub(o.storeUp()) < storeFailureNear {
+			if o.ofStore() && o.Down.Before(f.At) && f.At.Sub(o.storeUp()) < storeFailureNear {
 				return true
 			}
 		}
