@@ -71,10 +71,10 @@ const (
 	// cause is fixed.
 	WarrantOperatorFix = "operator_fix"
 	// WarrantReleased: the previous call was answered that the number is
-	// taken, closed or paid, the job that got it ended with a failure that
-	// is not the order's outcome (its claim released: WeChat Pay's state
-	// could not be had), so a later job of the order starts again, create
-	// first.
+	// taken, closed or paid, and the job that got it ended with a failure
+	// that is not the order's outcome, or was handed back for its next
+	// delivery (its claim released either way: WeChat Pay's state could
+	// not be had), so a later attempt starts again, create first.
 	WarrantReleased = "released"
 	// Unwarranted: none of the above; a violation.
 	Unwarranted = "unwarranted"
@@ -193,7 +193,10 @@ type Evidence struct {
 	Exits map[string]time.Time
 	// StoreFailures are the failed writes of an outcome the workers logged,
 	// per order.
-	StoreFailures map[loadgen.OrderKey][]StoreFailure
+	StoreFailures map[loadgen.OrderKey][]LogNote
+	// HandedBack are the jobs the workers logged they handed back without
+	// an outcome, per order.
+	HandedBack map[loadgen.OrderKey][]LogNote
 	// OutcomeTTL is the workers' IDEMPOTENCY_OUTCOME_TTL; 0 when unknown.
 	OutcomeTTL time.Duration
 	// SkewWindows are the periods the workers' clock was skewed; Replays the
@@ -700,7 +703,9 @@ func warrant(ev *Evidence, prev, cur Call) (string, string) {
 		// The outcome that answer settled has expired: a duplicate after
 		// it asks WeChat Pay again, create first.
 		return WarrantRecordExpired, ""
-	case prev.Status/100 != 2 && slices.ContainsFunc(ev.Outcomes[cur.Order], func(o OutcomeEvent) bool { return !o.Created && !o.Final }):
+	case prev.Status/100 != 2 && (slices.ContainsFunc(ev.Outcomes[cur.Order], func(o OutcomeEvent) bool { return !o.Created && !o.Final }) || handedBackAfter(ev, prev, cur)):
+		// The job was released: with a failure that is not the order's, or
+		// handed back because the query that would settle it failed too.
 		return WarrantReleased, ""
 	case prev.Status/100 != 2 && exited:
 		return WarrantWorkerExit, ""

@@ -134,6 +134,24 @@ func TestCheck_creates(t *testing.T) {
 			WarrantReleased, "",
 		},
 		{
+			"a create again after a 400 'paid' whose job was handed back (the query failed too)",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w1", 20, 21, 200, "wx1", true))
+				ev.HandedBack = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w1", At: at(4)}}}
+				return ev
+			}(),
+			WarrantReleased, "",
+		},
+		{
+			"a hand-back logged by another worker than the one answered 400",
+			func() *Evidence {
+				ev := created(call("w1", 0, 1, 400, "", true), call("w2", 20, 21, 200, "wx1", true))
+				ev.HandedBack = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w2", At: at(4)}}}
+				return ev
+			}(),
+			Unwarranted, InvWarrantedCreates,
+		},
+		{
 			"overlapping calls after Redis came back empty",
 			func() *Evidence {
 				ev := created(call("w1", 0, 5, 0, "", false), call("w2", 4, 6, 200, "wx1", true))
@@ -192,7 +210,7 @@ func TestCheck_creates(t *testing.T) {
 			func() *Evidence {
 				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
 				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
-				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(52)}}}
+				ev.StoreFailures = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w1", At: at(52)}}}
 				return ev
 			}(),
 			WarrantStoreOutage, "",
@@ -202,7 +220,7 @@ func TestCheck_creates(t *testing.T) {
 			func() *Evidence {
 				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
 				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
-				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w3", At: at(52)}}}
+				ev.StoreFailures = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w3", At: at(52)}}}
 				return ev
 			}(),
 			Unwarranted, InvWarrantedCreates,
@@ -212,7 +230,7 @@ func TestCheck_creates(t *testing.T) {
 			func() *Evidence {
 				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
 				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
-				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(62)}}}
+				ev.StoreFailures = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w1", At: at(62)}}}
 				return ev
 			}(),
 			Unwarranted, InvWarrantedCreates,
@@ -222,7 +240,7 @@ func TestCheck_creates(t *testing.T) {
 			func() *Evidence {
 				ev := created(call("w1", 200, 201, 200, "wx1", true), call("w2", 240, 241, 200, "wx1", true))
 				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8), StoreUp: at(10), Store: true}}
-				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(230)}}}
+				ev.StoreFailures = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w1", At: at(230)}}}
 				return ev
 			}(),
 			Unwarranted, InvWarrantedCreates,
@@ -232,7 +250,7 @@ func TestCheck_creates(t *testing.T) {
 			func() *Evidence {
 				ev := created(call("w1", 20, 21, 200, "wx1", true), call("w2", 60, 61, 200, "wx1", true))
 				ev.Outages = []Outage{{Server: "chaos-nats-2", Down: at(0), Up: at(8)}}
-				ev.StoreFailures = map[loadgen.OrderKey][]StoreFailure{keyA: {{Instance: "w1", At: at(52)}}}
+				ev.StoreFailures = map[loadgen.OrderKey][]LogNote{keyA: {{Instance: "w1", At: at(52)}}}
 				return ev
 			}(),
 			Unwarranted, InvWarrantedCreates,
@@ -542,11 +560,11 @@ func TestReadStoreFailures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "notifier.log"), []byte(lines), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readStoreFailures(dir)
+	got, err := readLogNotes(dir, storeFailureMsgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[loadgen.OrderKey][]StoreFailure{
+	want := map[loadgen.OrderKey][]LogNote{
 		{MchID: "1900000110", OutTradeNo: "CH1"}: {{Instance: "worker-2", At: time.Date(2026, 12, 2, 10, 0, 1, 5e8, time.UTC)}},
 		{MchID: "1900000110", OutTradeNo: "CH2"}: {{Instance: "worker-2", At: time.Date(2026, 12, 2, 10, 0, 2, 0, time.UTC)}},
 	}

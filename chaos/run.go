@@ -653,7 +653,10 @@ func run(ctx context.Context, cfg *Config, rep *Report) error {
 	if st, err := sim.Stats(ctx); err == nil {
 		rep.Sim = &st
 	}
-	if ev.StoreFailures, err = readStoreFailures(c.logs); err != nil {
+	if ev.StoreFailures, err = readLogNotes(c.logs, storeFailureMsgs); err != nil {
+		return err
+	}
+	if ev.HandedBack, err = readLogNotes(c.logs, handBackMsgs); err != nil {
 		return err
 	}
 	rep.Check = Check(ev)

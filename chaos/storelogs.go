@@ -16,7 +16,10 @@ import (
 	"github.com/wxcombine/orderworker/loadgen"
 )
 
-// StoreFailure is a worker's own report, in its log, that it could not
+// LogNote is one line a worker logged about an order: when, and which
+// worker. The checker reads two kinds (storeFailureMsgs, handBackMsgs).
+//
+// A store failure is a worker's own report, in its log, that it could not
 // store an order's outcome after WeChat Pay answered: the store refused or
 // timed out the write ("outcome not stored"), or the write came after the
 // claim's lease ran out ("lease lost before the outcome was stored"). The
@@ -25,7 +28,7 @@ import (
 // the KV bucket's stream catches a node up. The answer the worker holds is
 // then lost with the job, and the next attempt creates again, with the
 // same body: WeChat Pay answers the same prepay_id.
-type StoreFailure struct {
+type LogNote struct {
 	Instance string
 	At       time.Time
 }
@@ -42,24 +45,31 @@ var storeFailureMsgs = [][]byte{
 // reports failures with no disruption near is not believed.
 const storeFailureNear = 2 * time.Minute
 
-// readStoreFailures reads the store failures each worker logged in dir
+// handBackMsgs are the worker's log message of a job handed back for a
+// later delivery without an outcome (Processor.retryLater): after a create
+// answered that the order number is taken, closed or paid, the query that
+// would settle it failed too, and the next delivery starts over, create
+// first.
+var handBackMsgs = [][]byte{[]byte("retries exhausted for this delivery; job handed back")}
+
+// readLogNotes reads the lines with one of msgs each worker logged in dir
 // (worker-N.log, JSON lines), per order.
-func readStoreFailures(dir string) (map[loadgen.OrderKey][]StoreFailure, error) {
+func readLogNotes(dir string, msgs [][]byte) (map[loadgen.OrderKey][]LogNote, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "worker-*.log"))
 	if err != nil {
 		return nil, err
 	}
-	out := map[loadgen.OrderKey][]StoreFailure{}
+	out := map[loadgen.OrderKey][]LogNote{}
 	for _, path := range paths {
 		instance := strings.TrimSuffix(filepath.Base(path), ".log")
-		if err := scanStoreFailures(path, instance, out); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := scanLogNotes(path, instance, msgs, out); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("chaos: %s: %w", path, err)
 		}
 	}
 	return out, nil
 }
 
-func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFailure) error {
+func scanLogNotes(path, instance string, msgs [][]byte, out map[loadgen.OrderKey][]LogNote) error {
 	f, err := os.Open(path) //nolint:gosec // G304: the harness's own log directory
 	if err != nil {
 		return err
@@ -69,7 +79,7 @@ func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFa
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if !slices.ContainsFunc(storeFailureMsgs, func(m []byte) bool { return bytes.Contains(line, m) }) {
+		if !slices.ContainsFunc(msgs, func(m []byte) bool { return bytes.Contains(line, m) }) {
 			continue
 		}
 		var rec struct {
@@ -82,7 +92,7 @@ func scanStoreFailures(path, instance string, out map[loadgen.OrderKey][]StoreFa
 			continue
 		}
 		key := loadgen.OrderKey{MchID: rec.MchID, OutTradeNo: rec.OutTradeNo}
-		out[key] = append(out[key], StoreFailure{Instance: instance, At: rec.Time})
+		out[key] = append(out[key], LogNote{Instance: instance, At: rec.Time})
 	}
 	return sc.Err()
 }
@@ -102,4 +112,12 @@ func storeFailedAfter(ev *Evidence, prev, cur Call) bool {
 		}
 	}
 	return false
+}
+
+// handedBackAfter reports whether the worker that made prev logged that it
+// handed the order's job back, between prev's answer and cur.
+func handedBackAfter(ev *Evidence, prev, cur Call) bool {
+	return slices.ContainsFunc(ev.HandedBack[cur.Order], func(n LogNote) bool {
+		return n.Instance == prev.Instance && !n.At.Before(prev.End.Add(-time.Second)) && n.At.Before(cur.Start)
+	})
 }
